@@ -1,0 +1,140 @@
+"""spark-submit entry point: raw transactions -> published customer segments for one snapshot.
+
+    segment-customers --config conf/online_retail.yaml
+    spark-submit jobs/segment_customers.py --config conf/online_retail.yaml --k-min 2 --k-max 8
+
+Without --config it runs on the bundled Online Retail data with the defaults.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+import sys
+from typing import Any
+
+from segmentation.config import apply_overrides, load_config, validate_config
+from segmentation.errors import SegmentationError
+
+log = logging.getLogger("jobs.segment_customers")
+
+
+def _date(value: str) -> str:
+    try:
+        return dt.date.fromisoformat(value).isoformat()
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected YYYY-MM-DD, got {value!r}") from exc
+
+
+def _int_at_least(minimum: int):
+    def parse(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {value!r}") from exc
+        if number < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {number}")
+        return number
+
+    return parse
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="segment-customers",
+        description="Segment customers from raw transactions with Spark ML KMeans and publish the snapshot.",
+    )
+    parser.add_argument("--config", help="YAML job config (default: bundled Online Retail data and defaults)")
+    parser.add_argument("--input", help="input file, folder or glob (overrides input.path)")
+    parser.add_argument("--input-format", choices=["csv", "parquet"], help="overrides input.format")
+    parser.add_argument("--output", help="output root (overrides output.path)")
+    parser.add_argument("--snapshot-date", type=_date, help="YYYY-MM-DD; lines on or after it are set aside")
+    parser.add_argument("--k", type=_int_at_least(2), help="fixed number of segments (no sweep)")
+    parser.add_argument("--k-min", type=_int_at_least(2), help="smallest k of the sweep")
+    parser.add_argument("--k-max", type=_int_at_least(2), help="largest k of the sweep")
+    parser.add_argument("--seed", type=_int_at_least(0), help="KMeans seed (overrides model.seed)")
+    parser.add_argument("--verbose", action="store_true", help="debug logs and Spark INFO logs")
+    args = parser.parse_args(argv)
+    if args.k is not None and (args.k_min is not None or args.k_max is not None):
+        parser.error("--k cannot be combined with --k-min/--k-max")
+    if args.k_min is not None and args.k_max is not None and args.k_min > args.k_max:
+        parser.error(f"invalid k range: --k-min {args.k_min} is greater than --k-max {args.k_max}")
+    return args
+
+
+def job_config(args: argparse.Namespace) -> dict[str, Any]:
+    """The validated config: the YAML file (or defaults) with the command-line options on top."""
+    cfg = load_config(args.config)
+    cfg = apply_overrides(
+        cfg,
+        input=args.input,
+        input_format=args.input_format,
+        output=args.output,
+        snapshot_date=args.snapshot_date,
+        k=args.k,
+        k_min=args.k_min,
+        k_max=args.k_max,
+        seed=args.seed,
+    )
+    return validate_config(cfg)
+
+
+def summary_lines(manifest: dict[str, Any]) -> list[str]:
+    """What a person reads at the end of a run: where the outputs are and a table of the segments."""
+    rejected = manifest["rejected_rows"]
+    lines = [
+        f"Published snapshot {manifest['snapshot_date']} (run {manifest['run_id']})",
+        f"  rows: {manifest['input_rows']:,} input = {manifest['accepted_rows']:,} accepted "
+        f"+ {sum(rejected.values()):,} rejected {dict(rejected) if rejected else ''}".rstrip(),
+        f"  customers: {manifest['customers']:,} ({manifest['clustered_customers']:,} clustered, "
+        f"excluded {manifest['excluded_customers'] or 'none'})",
+        f"  k = {manifest['chosen_k']}: {manifest['chosen_k_reason']}",
+        f"Outputs under {manifest['output_path']}:",
+    ]
+    for table in ("segments", "profiles", "elbow", "rejects", "models", "manifests"):
+        lines.append(f"  {table:<9} {manifest['output_path']}/{table}/snapshot_date={manifest['snapshot_date']}")
+    header = (
+        f"{'id':>3}  {'segment':<18} {'customers':>9} {'share':>6} {'revenue':>7}"
+        f" {'recency d':>9} {'orders':>6} {'monetary':>10}"
+    )
+    lines += ["", "Segments (medians per customer):", header, "-" * len(header)]
+    for p in manifest["profiles"]:
+        lines.append(
+            f"{p['segment_id']:>3}  {p['segment_name']:<18} {p['customers']:>9,} {p['share_customers']:>6.1%}"
+            f" {p['share_revenue']:>7.1%} {p['median_recency_days']:>9.0f} {p['median_frequency']:>6.0f}"
+            f" {p['median_monetary']:>10,.0f}"
+        )
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from jobs.spark_session import build_spark, configure_logging
+
+    configure_logging(args.verbose)
+    spark = None
+    try:
+        cfg = job_config(args)
+        spark = build_spark("segment-customers", verbose=args.verbose)
+        from segmentation.run import run_segmentation
+
+        manifest = run_segmentation(spark, cfg)
+    except SegmentationError as exc:
+        print(f"segment-customers: error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # noqa: BLE001 - one clear line; the trace with --verbose
+        if args.verbose:
+            log.exception("unexpected failure")
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        print(f"segment-customers: unexpected error: {type(exc).__name__}: {first} (rerun with --verbose for details)", file=sys.stderr)
+        return 1
+    finally:
+        if spark is not None:
+            spark.stop()
+    print("\n".join(summary_lines(manifest)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,75 @@
+"""Building the SparkSession for the entry points: Java check, conf/ directory, local default, log level."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+from pyspark.sql import SparkSession
+
+from segmentation.errors import SegmentationError
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+JAVA_HINT = "install Java 17 or newer (e.g. `apt-get install openjdk-17-jre-headless`) and put it on PATH or set JAVA_HOME"
+
+
+class SparkEnvironmentError(SegmentationError):
+    """The machine lacks what Spark needs to start."""
+
+
+def java_executable() -> str | None:
+    java_home = os.environ.get("JAVA_HOME")
+    if java_home and (Path(java_home) / "bin" / "java").exists():
+        return str(Path(java_home) / "bin" / "java")
+    return shutil.which("java")
+
+
+def require_java(minimum: int = 17) -> None:
+    """Stop with one line when Java is missing or too old, instead of a Py4J trace."""
+    java = java_executable()
+    if java is None:
+        raise SparkEnvironmentError(f"Java was not found: {JAVA_HINT}")
+    try:
+        out = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise SparkEnvironmentError(f"Java at {java} does not run ({exc}): {JAVA_HINT}") from exc
+    match = re.search(r'version "(\d+)(?:\.(\d+))?', out.stderr + out.stdout)
+    if match:
+        major = int(match.group(1))
+        if major == 1 and match.group(2):  # "1.8.0" style
+            major = int(match.group(2))
+        if major < minimum:
+            raise SparkEnvironmentError(f"Java {major} found at {java}; Spark 4 needs Java {minimum}+: {JAVA_HINT}")
+
+
+def build_spark(app_name: str, verbose: bool = False) -> SparkSession:
+    """A SparkSession: the master from spark-submit when run through it, else local[*]; quiet logs by default."""
+    require_java()
+    if "SPARK_CONF_DIR" not in os.environ and (CONF_DIR / "spark-defaults.conf").is_file():
+        os.environ["SPARK_CONF_DIR"] = str(CONF_DIR)
+    builder = SparkSession.builder.appName(app_name)
+    if "PYSPARK_GATEWAY_PORT" not in os.environ:  # not launched by spark-submit
+        builder = builder.master(os.environ.get("SPARK_MASTER", "local[*]"))
+    try:
+        spark = builder.getOrCreate()
+    except Exception as exc:  # noqa: BLE001 - a JVM that does not start is an environment problem
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SparkEnvironmentError(f"Spark could not start: {first}. Check Java: {JAVA_HINT}") from exc
+    spark.sparkContext.setLogLevel("INFO" if verbose else "WARN")
+    return spark
+
+
+def configure_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    for name in ("segmentation", "jobs"):
+        logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.INFO)
+    # py4j chatters at INFO about every call
+    logging.getLogger("py4j").setLevel(logging.WARNING)

@@ -1,0 +1,62 @@
+"""Features stage: accepted transaction lines -> one row of RFM features per customer.
+
+Takes the accepted rows of the validate stage and hands the prepare stage one row per customer with
+`customer_id`, `recency_days`, `frequency`, `tenure_days`, `gross`, `returns`, `monetary`, `avg_order_value`
+and `excluded_reason` (null when the customer can be clustered). Definitions are in the README.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+#: Why a customer is kept out of clustering (checked in this order).
+EXCLUDED_REASONS = ("no_purchases", "non_positive_monetary")
+
+
+def with_line_kind(df: DataFrame, return_prefix: str | None, has_order_id: bool) -> DataFrame:
+    """Add `_is_return` (negative quantity or value, or a return order id) and `_order_key`, `_date`."""
+    is_return = (F.coalesce(F.col("_quantity"), F.lit(0)) < 0) | (F.col("_value") < 0)
+    if return_prefix:
+        is_return = is_return | F.coalesce(F.col("_order_id").startswith(return_prefix), F.lit(False))
+    date = F.to_date(F.col("_ts"))
+    order_key = F.col("_order_id") if has_order_id else F.date_format(date, "yyyy-MM-dd")
+    return df.withColumns({"_is_return": is_return, "_date": date, "_order_key": order_key})
+
+
+def customer_features(lines_df: DataFrame, snapshot_date: dt.date | str, returns_mode: str = "net") -> DataFrame:
+    """Aggregate accepted lines (with `with_line_kind` columns) into per-customer features, one shuffle."""
+    purchase = ~F.col("_is_return")
+    aggregated = lines_df.groupBy(F.col("_customer_id").alias("customer_id")).agg(
+        F.count_distinct(F.when(purchase, F.col("_order_key"))).alias("frequency"),
+        F.max(F.when(purchase, F.col("_date"))).alias("_last_purchase"),
+        F.min(F.when(purchase, F.col("_date"))).alias("_first_purchase"),
+        F.coalesce(F.sum(F.when(purchase, F.col("_value"))), F.lit(0)).alias("_gross"),
+        F.coalesce(F.sum(F.when(~purchase, F.abs(F.col("_value")))), F.lit(0)).alias("_returns"),
+    )
+    snapshot = F.lit(str(snapshot_date)).cast("date")
+    gross = F.col("_gross").cast("double")
+    returns = F.col("_returns").cast("double")
+    monetary = (F.col("_gross") - F.col("_returns")).cast("double") if returns_mode == "net" else gross
+    return aggregated.select(
+        "customer_id",
+        F.datediff(snapshot, F.col("_last_purchase")).alias("recency_days"),
+        F.col("frequency").cast("int").alias("frequency"),
+        F.datediff(snapshot, F.col("_first_purchase")).alias("tenure_days"),
+        gross.alias("gross"),
+        returns.alias("returns"),
+        monetary.alias("monetary"),
+        F.when(F.col("frequency") > 0, gross / F.col("frequency")).cast("double").alias("avg_order_value"),
+    ).transform(with_excluded_reason)
+
+
+def with_excluded_reason(df: DataFrame) -> DataFrame:
+    """Add `excluded_reason`: customers without a purchase or with non-positive monetary are not clustered."""
+    return df.withColumn(
+        "excluded_reason",
+        F.when(F.col("frequency") == 0, F.lit("no_purchases")).when(
+            F.col("monetary") <= 0, F.lit("non_positive_monetary")
+        ),
+    )

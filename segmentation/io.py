@@ -1,0 +1,149 @@
+"""I/O stage: read the raw transaction log, and the file-system operations that publishing needs.
+
+Reading hands the validate stage a DataFrame of the input's original columns plus `_corrupt_record` (the raw
+line of a CSV row whose field count does not match the header; always null for Parquet). Nothing is inferred
+from the data: CSV columns are read as strings with an explicit schema built from the header.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+from pyspark.sql.utils import AnalysisException
+
+from segmentation.errors import InputError, OutputError, SchemaError
+
+CORRUPT_COLUMN = "_corrupt_record"
+
+
+def quoted(name: str) -> str:
+    """Backtick-quote a column name so spaces, dots, `$` and parentheses are taken literally."""
+    return "`" + name.replace("`", "``") + "`"
+
+
+def col(name: str):
+    """`F.col` for any column name, including ones with spaces or dots."""
+    return F.col(quoted(name))
+
+
+class HadoopFs:
+    """The few Hadoop FileSystem calls publishing needs, so the same code works on local disk, HDFS or S3."""
+
+    def __init__(self, spark: SparkSession, root: str):
+        self._jvm = spark.sparkContext._jvm
+        conf = spark.sparkContext._jsc.hadoopConfiguration()
+        self.fs = self._jvm.org.apache.hadoop.fs.Path(root).getFileSystem(conf)
+
+    def path(self, p: str):
+        return self._jvm.org.apache.hadoop.fs.Path(p)
+
+    def exists(self, p: str) -> bool:
+        return bool(self.fs.exists(self.path(p)))
+
+    def glob(self, pattern: str) -> list[str]:
+        statuses = self.fs.globStatus(self.path(pattern))
+        return [] if statuses is None else [str(s.getPath().toString()) for s in statuses]
+
+    def mkdirs(self, p: str) -> None:
+        if not self.fs.mkdirs(self.path(p)):
+            raise OutputError(f"cannot create directory {p}")
+
+    def delete(self, p: str) -> None:
+        self.fs.delete(self.path(p), True)
+
+    def rename(self, src: str, dst: str) -> None:
+        if not self.fs.rename(self.path(src), self.path(dst)):
+            raise OutputError(f"cannot move {src} to {dst}")
+
+    def list_dir(self, p: str) -> list[str]:
+        if not self.exists(p):
+            return []
+        return [str(s.getPath().getName()) for s in self.fs.listStatus(self.path(p))]
+
+    def write_text(self, p: str, text: str) -> None:
+        out = self.fs.create(self.path(p), True)
+        try:
+            out.write(bytearray(text.encode("utf-8")))
+        finally:
+            out.close()
+
+    def read_text(self, p: str) -> str:
+        stream = self.fs.open(self.path(p))
+        reader = self._jvm.java.io.BufferedReader(self._jvm.java.io.InputStreamReader(stream, "UTF-8"))
+        try:
+            lines = []
+            line = reader.readLine()
+            while line is not None:
+                lines.append(line)
+                line = reader.readLine()
+            return "\n".join(lines)
+        finally:
+            reader.close()
+
+
+def _check_exists(spark: SparkSession, path: str) -> None:
+    try:
+        matches = HadoopFs(spark, path).glob(path)
+    except Exception as exc:  # noqa: BLE001 - any file-system failure is an unreadable input
+        raise InputError(f"input path cannot be read: {path} ({type(exc).__name__})") from exc
+    if not matches:
+        raise InputError(f"input not found: {path}")
+
+
+def read_transactions(spark: SparkSession, input_cfg: dict[str, Any]) -> DataFrame:
+    """Read the configured input (a file, folder or glob) with every mapped column checked to exist."""
+    path, fmt = str(input_cfg["path"]), input_cfg["format"]
+    _check_exists(spark, path)
+    try:
+        if fmt == "csv":
+            df = _read_csv(spark, path, input_cfg.get("csv") or {})
+        else:
+            df = spark.read.parquet(path).withColumn(CORRUPT_COLUMN, F.lit(None).cast("string"))
+    except AnalysisException as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"cannot read {fmt} input {path}: {first_line}") from exc
+    check_mapped_columns(df, input_cfg["columns"])
+    return df
+
+
+def _read_csv(spark: SparkSession, path: str, csv_cfg: dict[str, Any]) -> DataFrame:
+    options = {
+        "header": True,
+        "sep": csv_cfg.get("delimiter", ","),
+        "encoding": csv_cfg.get("encoding", "UTF-8"),
+        # keep values exactly as written: no trimming, no null markers other than an empty field
+        "ignoreLeadingWhiteSpace": False,
+        "ignoreTrailingWhiteSpace": False,
+    }
+    header = spark.read.options(**options).csv(path).columns
+    if not header:
+        raise InputError(f"input has no header row: {path}")
+    schema = T.StructType(
+        [T.StructField(name, T.StringType(), True) for name in header]
+        + [T.StructField(CORRUPT_COLUMN, T.StringType(), True)]
+    )
+    return (
+        spark.read.options(**options)
+        .option("mode", "PERMISSIVE")
+        .option("columnNameOfCorruptRecord", CORRUPT_COLUMN)
+        .schema(schema)
+        .csv(path)
+    )
+
+
+def original_columns(df: DataFrame) -> list[str]:
+    """The input's own columns, without the reader's bookkeeping column."""
+    return [c for c in df.columns if c != CORRUPT_COLUMN]
+
+
+def check_mapped_columns(df: DataFrame, columns: dict[str, str | None]) -> None:
+    """Raise SchemaError naming every mapped column the input lacks, and listing those it has."""
+    found = original_columns(df)
+    missing = [f"{role}={name!r}" for role, name in columns.items() if name and name not in found]
+    if missing:
+        raise SchemaError(
+            f"input is missing mapped column(s) {', '.join(missing)}; found columns: {', '.join(found)}"
+        )

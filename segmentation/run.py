@@ -1,0 +1,280 @@
+"""The batch run: read -> validate -> features -> prepare -> model -> profile -> publish, with timings.
+
+`run_segmentation` takes a SparkSession and a validated config and returns the manifest it published. It
+holds no I/O of its own beyond calling the io and publish stages, and reconciles every input row.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import platform
+import time
+import uuid
+from contextlib import contextmanager
+from typing import Any
+
+import pyspark
+from pyspark.ml import PipelineModel
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from segmentation import __version__
+from segmentation.config import FEATURE_COLUMNS, candidate_ks
+from segmentation.errors import InputError, ModelError
+from segmentation.features import EXCLUDED_REASONS, customer_features, with_line_kind
+from segmentation.io import original_columns, read_transactions
+from segmentation.model import choose_k, segment_order, sweep_k
+from segmentation.prepare import fit_preparation
+from segmentation.profile import (
+    SEGMENT_COLUMNS,
+    build_profiles,
+    centers_in_original_units,
+    feature_quartiles,
+    name_segments,
+    segment_statistics,
+    with_segment_columns,
+)
+from segmentation.publish import SnapshotPublisher
+from segmentation.validate import (
+    REJECT_REASONS,
+    classify_rows,
+    max_accepted_date,
+    rejects_table,
+    with_after_snapshot_reason,
+)
+
+log = logging.getLogger(__name__)
+
+
+class StageTimer:
+    """Logs each stage with its duration and keeps the durations for the manifest."""
+
+    def __init__(self) -> None:
+        self.timings: dict[str, float] = {}
+
+    @contextmanager
+    def stage(self, name: str):
+        log.info("stage %s: started", name)
+        started = time.perf_counter()
+        yield
+        elapsed = time.perf_counter() - started
+        self.timings[name] = round(elapsed, 3)
+        log.info("stage %s: done in %.1f s", name, elapsed)
+
+
+def new_run_id() -> str:
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:8]
+
+
+def _count_by(df: DataFrame, column: str) -> dict[str, int]:
+    return {r[column]: int(r["count"]) for r in df.groupBy(column).count().collect() if r[column] is not None}
+
+
+def _ordered_counts(counts: dict[str, int], order: tuple[str, ...]) -> dict[str, int]:
+    return {reason: counts[reason] for reason in order if counts.get(reason)}
+
+
+def run_segmentation(spark: SparkSession, cfg: dict[str, Any], run_id: str | None = None) -> dict[str, Any]:
+    """Run the whole job for one snapshot and publish it; returns the manifest."""
+    run_id = run_id or new_run_id()
+    started = time.perf_counter()
+    timer = StageTimer()
+    inp, model_cfg, prep_cfg = cfg["input"], cfg["model"], cfg["prepare"]
+    spark.conf.set("spark.sql.session.timeZone", inp["time_zone"])
+    publisher = SnapshotPublisher(spark, cfg["output"]["path"], run_id)
+    publisher.check_writable()
+    persisted: list[DataFrame] = []
+    try:
+        with timer.stage("read"):
+            raw_df = read_transactions(spark, inp)
+            originals = original_columns(raw_df)
+
+        with timer.stage("validate"):
+            classified_df = classify_rows(raw_df, inp, cfg["cleaning"]["drop_duplicates"], originals).persist()
+            persisted.append(classified_df)
+            input_rows = classified_df.count()
+            if input_rows == 0:
+                raise InputError(f"input has no rows: {inp['path']}")
+            if cfg.get("snapshot_date"):
+                snapshot_date = dt.date.fromisoformat(cfg["snapshot_date"])
+                classified_df = classified_df.transform(with_after_snapshot_reason, snapshot_date=snapshot_date.isoformat())
+            else:
+                latest = max_accepted_date(classified_df)
+                if latest is None:
+                    counts = _ordered_counts(_count_by(classified_df, "reject_reason"), REJECT_REASONS)
+                    raise InputError(f"no input row was accepted ({input_rows} rows; rejects: {counts})")
+                snapshot_date = latest + dt.timedelta(days=1)
+            publisher.snapshot_date = snapshot_date.isoformat()
+            rejected = _ordered_counts(_count_by(classified_df, "reject_reason"), REJECT_REASONS)
+            accepted_rows = input_rows - sum(rejected.values())
+            log.info("snapshot %s: %d input rows, %d accepted, rejects %s", snapshot_date, input_rows, accepted_rows, rejected)
+            if accepted_rows == 0:
+                raise InputError(f"no input row was accepted before snapshot {snapshot_date} (rejects: {rejected})")
+
+        with timer.stage("features"):
+            lines_df = classified_df.filter(F.col("reject_reason").isNull()).transform(
+                with_line_kind,
+                return_prefix=inp.get("return_order_prefix"),
+                has_order_id=bool(inp["columns"].get("order_id")),
+            )
+            customers_df = customer_features(lines_df, snapshot_date, cfg["cleaning"]["returns"]).persist()
+            persisted.append(customers_df)
+            excluded = _ordered_counts(_count_by(customers_df, "excluded_reason"), EXCLUDED_REASONS)
+            customers = customers_df.count()
+            clustered_df = (
+                customers_df.filter(F.col("excluded_reason").isNull())
+                # a fixed, data-determined layout: same input + seed = same segments, local or on a cluster
+                .repartition(int(model_cfg["partitions"]), "customer_id")
+                .sortWithinPartitions("customer_id")
+                .persist()
+            )
+            persisted.append(clustered_df)
+            clustered = clustered_df.count()
+            log.info("%d customers, %d to cluster, excluded %s", customers, clustered, excluded)
+
+        ks = candidate_ks(model_cfg)
+        if clustered < 2 or max(ks) > clustered:
+            raise ModelError(
+                f"cannot fit k={max(ks)}: only {clustered} customer(s) can be clustered "
+                f"(of {customers}; excluded {excluded})"
+            )
+
+        with timer.stage("prepare"):
+            prep_model, bounds = fit_preparation(clustered_df, prep_cfg)
+            scaled_df = prep_model.transform(clustered_df).persist()
+            persisted.append(scaled_df)
+            scaled_df.count()
+
+        with timer.stage("model"):
+            fits = sweep_k(scaled_df, ks, int(model_cfg["seed"]), int(model_cfg["max_iter"]), float(model_cfg["tol"]))
+            chosen_k, why = choose_k(fits, model_cfg["k"])
+            chosen = next(f for f in fits if f.k == chosen_k)
+            log.info("chosen k=%d: %s", chosen_k, why)
+            assigned_df = chosen.model.transform(scaled_df)
+            order = segment_order(assigned_df)
+            centers = [list(map(float, c)) for c in chosen.model.clusterCenters()]
+            assigned_df = assigned_df.transform(with_segment_columns, order=order, centers=centers)
+
+        with timer.stage("profile"):
+            stats = segment_statistics(assigned_df)
+            quartiles = feature_quartiles(clustered_df)
+            medians = {int(s["segment_id"]): {f: s[f"median_{f}"] for f in FEATURE_COLUMNS} for s in stats}
+            names = name_segments(medians, quartiles)
+            scaler = prep_model.stages[-1]
+            original_centers = centers_in_original_units(
+                centers, list(scaler.mean), list(scaler.std), prep_cfg["features"], prep_cfg["log1p"]
+            )
+            centers_by_segment = {order[c]: original_centers[c] for c in range(len(centers))}
+            profiles = build_profiles(stats, names, centers_by_segment, prep_cfg["features"])
+            segments_df = _segments_table(assigned_df, customers_df, names, run_id)
+
+        with timer.stage("write"):
+            publisher.write_table("segments", segments_df, files=max(1, customers // 1_000_000 + 1))
+            publisher.write_table("profiles", _profiles_df(spark, profiles, run_id))
+            publisher.write_table("elbow", _elbow_df(spark, fits, chosen_k, clustered, run_id))
+            publisher.write_table(
+                "rejects", rejects_table(classified_df, originals), files=max(1, sum(rejected.values()) // 2_000_000 + 1)
+            )
+            final_model = PipelineModel(stages=[*prep_model.stages, chosen.model])
+            publisher.save_model(
+                final_model,
+                {
+                    "run_id": run_id,
+                    "snapshot_date": snapshot_date.isoformat(),
+                    "k": chosen_k,
+                    "features": prep_cfg["features"],
+                    "log1p": prep_cfg["log1p"],
+                    "capping_bounds": {f: list(b) for f, b in bounds.items()},
+                    "cluster_to_segment": {str(c): s for c, s in sorted(order.items())},
+                    "segment_names": {str(s): n for s, n in sorted(names.items())},
+                },
+            )
+        with timer.stage("publish"):
+            manifest = {
+                "run_id": run_id,
+                "snapshot_date": snapshot_date.isoformat(),
+                "input_path": str(inp["path"]),
+                "input_format": inp["format"],
+                "input_rows": input_rows,
+                "accepted_rows": accepted_rows,
+                "rejected_rows": rejected,
+                "customers": customers,
+                "clustered_customers": clustered,
+                "excluded_customers": excluded,
+                "k_candidates": ks,
+                "chosen_k": chosen_k,
+                "chosen_k_reason": why,
+                "seed": int(model_cfg["seed"]),
+                "features": prep_cfg["features"],
+                "log1p": prep_cfg["log1p"],
+                "capping_bounds": {f: list(b) for f, b in bounds.items()},
+                "segments": {str(p["segment_id"]): p["segment_name"] for p in profiles},
+                "timings_s": {**timer.timings, "total": round(time.perf_counter() - started, 3)},
+                "versions": {
+                    "segmentation": __version__,
+                    "spark": spark.version,
+                    "pyspark": pyspark.__version__,
+                    "python": platform.python_version(),
+                },
+                "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            }
+            if input_rows != accepted_rows + sum(rejected.values()):
+                raise RuntimeError("reconciliation failed: input rows != accepted + rejected")
+            publisher.write_manifest(manifest)
+            publisher.commit()
+        manifest["output_path"] = publisher.root
+        manifest["profiles"] = profiles
+        return manifest
+    except BaseException:
+        publisher.abort()
+        raise
+    finally:
+        for df in persisted:
+            df.unpersist()
+
+
+def _segments_table(assigned_df: DataFrame, customers_df: DataFrame, names: dict[int, str], run_id: str) -> DataFrame:
+    name_map = F.create_map(*[F.lit(v) for pair in sorted(names.items()) for v in pair])
+    clustered = assigned_df.select(
+        "customer_id",
+        "segment_id",
+        name_map[F.col("segment_id")].alias("segment_name"),
+        "distance_to_center",
+    )
+    return (
+        customers_df.join(clustered, "customer_id", "left")
+        .withColumn("run_id", F.lit(run_id))
+        .select(*SEGMENT_COLUMNS)
+    )
+
+
+def _profiles_df(spark: SparkSession, profiles: list[dict[str, Any]], run_id: str) -> DataFrame:
+    fields = [
+        T.StructField("segment_id", T.IntegerType(), False),
+        T.StructField("segment_name", T.StringType(), False),
+        T.StructField("customers", T.LongType(), False),
+        T.StructField("share_customers", T.DoubleType(), False),
+        T.StructField("revenue", T.DoubleType(), False),
+        T.StructField("share_revenue", T.DoubleType(), False),
+    ]
+    extra = [k for k in profiles[0] if k not in {f.name for f in fields}]
+    fields += [T.StructField(k, T.DoubleType(), True) for k in extra]
+    schema = T.StructType(fields)
+    rows = [tuple(p[f.name] for f in schema.fields) for p in profiles]
+    return spark.createDataFrame(rows, schema).withColumn("run_id", F.lit(run_id))
+
+
+def _elbow_df(spark: SparkSession, fits, chosen_k: int, clustered: int, run_id: str) -> DataFrame:
+    schema = T.StructType(
+        [
+            T.StructField("k", T.IntegerType(), False),
+            T.StructField("wcss", T.DoubleType(), False),
+            T.StructField("silhouette", T.DoubleType(), True),
+            T.StructField("chosen", T.BooleanType(), False),
+            T.StructField("smallest_cluster_share", T.DoubleType(), False),
+        ]
+    )
+    rows = [(f.k, f.wcss, f.silhouette, f.k == chosen_k, min(f.cluster_sizes) / clustered) for f in fits]
+    return spark.createDataFrame(rows, schema).withColumn("run_id", F.lit(run_id))

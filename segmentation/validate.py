@@ -1,0 +1,153 @@
+"""Validate stage: parse the raw columns and give every row either no reject reason or exactly one.
+
+Takes what `io.read_transactions` returns and hands the features stage the same rows with parsed columns
+(`_customer_id`, `_order_id`, `_ts`, `_quantity`, `_unit_price`, `_value`) and `reject_reason` (null when
+accepted). Reasons are checked in the documented order and the first match wins.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from segmentation.io import CORRUPT_COLUMN, col
+
+#: Every reason a row can be rejected for, in the order they are checked.
+REJECT_REASONS = (
+    "malformed_row",
+    "missing_customer_id",
+    "invalid_timestamp",
+    "invalid_number",
+    "non_positive_price",
+    "duplicate",
+    "after_snapshot",
+)
+
+# Exact decimal arithmetic: sums do not depend on partitioning, so every run reconciles to the cent.
+QUANTITY_TYPE = T.DecimalType(18, 3)
+MONEY_TYPE = T.DecimalType(18, 6)
+
+
+def normalize_customer_id(c: Column) -> Column:
+    """Trimmed string id; `17850.0` becomes `17850`; empty becomes null."""
+    trimmed = F.trim(c.cast("string"))
+    return F.when(trimmed == "", None).otherwise(F.regexp_replace(trimmed, r"^(\d+)\.0+$", "$1"))
+
+
+def _parse_timestamp(c: Column, data_type: T.DataType, timestamp_format: str) -> Column:
+    if isinstance(data_type, (T.TimestampType, T.TimestampNTZType, T.DateType)):
+        return c.cast("timestamp")
+    return F.try_to_timestamp(F.trim(c.cast("string")), F.lit(timestamp_format))
+
+
+def _parse_decimal(c: Column, data_type: T.DataType, target: T.DecimalType) -> Column:
+    if isinstance(data_type, T.NumericType):
+        return c.try_cast(target)
+    return F.trim(c.cast("string")).try_cast(target)
+
+
+def with_parsed_columns(df: DataFrame, columns: dict[str, str | None], timestamp_format: str) -> DataFrame:
+    """Add the parsed, typed columns the later checks and features use; unparsable values become null."""
+    types = {f.name: f.dataType for f in df.schema.fields}
+    order_col = columns.get("order_id")
+    parsed = df.withColumns(
+        {
+            "_customer_id": normalize_customer_id(col(columns["customer_id"])),
+            "_order_id": F.trim(col(order_col).cast("string")) if order_col else F.lit(None).cast("string"),
+            "_ts": _parse_timestamp(col(columns["timestamp"]), types[columns["timestamp"]], timestamp_format),
+        }
+    )
+    if columns.get("amount"):
+        name = columns["amount"]
+        return parsed.withColumns(
+            {
+                "_quantity": F.lit(None).cast(QUANTITY_TYPE),
+                "_unit_price": F.lit(None).cast(MONEY_TYPE),
+                "_value": _parse_decimal(col(name), types[name], MONEY_TYPE),
+            }
+        )
+    qty, price = columns["quantity"], columns["unit_price"]
+    parsed = parsed.withColumns(
+        {
+            "_quantity": _parse_decimal(col(qty), types[qty], QUANTITY_TYPE),
+            "_unit_price": _parse_decimal(col(price), types[price], MONEY_TYPE),
+        }
+    )
+    return parsed.withColumn("_value", (F.col("_quantity") * F.col("_unit_price")).cast(T.DecimalType(38, 9)))
+
+
+def with_reject_reason(df: DataFrame, amount_mode: bool) -> DataFrame:
+    """Add `reject_reason`: the first failed check of malformed / missing id / timestamp / number / price."""
+    if amount_mode:
+        bad_number = F.col("_value").isNull()
+        bad_price = F.col("_value") == 0
+    else:
+        bad_number = F.col("_quantity").isNull() | F.col("_unit_price").isNull() | (F.col("_quantity") == 0)
+        bad_price = F.col("_unit_price") <= 0
+    reason = (
+        F.when(F.col(CORRUPT_COLUMN).isNotNull(), F.lit("malformed_row"))
+        .when(F.col("_customer_id").isNull(), F.lit("missing_customer_id"))
+        .when(F.col("_ts").isNull(), F.lit("invalid_timestamp"))
+        .when(bad_number, F.lit("invalid_number"))
+        .when(bad_price, F.lit("non_positive_price"))
+    )
+    return df.withColumn("reject_reason", reason)
+
+
+def with_duplicate_reason(df: DataFrame, original_cols: list[str]) -> DataFrame:
+    """Mark every exact repeat of an accepted row (all original columns equal) as `duplicate`; keep the first.
+
+    Rows with equal original columns get the same earlier verdict, so a group is either all rejected
+    already or all candidates: numbering within the group is enough.
+    """
+    window = Window.partitionBy(*[col(c) for c in original_cols]).orderBy(F.col("_row_id"))
+    return (
+        df.withColumn("_row_id", F.monotonically_increasing_id())
+        .withColumn(
+            "reject_reason",
+            F.when(
+                F.col("reject_reason").isNull() & (F.row_number().over(window) > 1), F.lit("duplicate")
+            ).otherwise(F.col("reject_reason")),
+        )
+        .drop("_row_id")
+    )
+
+
+def with_after_snapshot_reason(df: DataFrame, snapshot_date: str) -> DataFrame:
+    """Set aside otherwise-accepted lines dated on or after the snapshot date (checked last)."""
+    late = F.col("reject_reason").isNull() & (F.to_date(F.col("_ts")) >= F.lit(snapshot_date).cast("date"))
+    return df.withColumn(
+        "reject_reason", F.when(late, F.lit("after_snapshot")).otherwise(F.col("reject_reason"))
+    )
+
+
+def classify_rows(df: DataFrame, input_cfg: dict[str, Any], drop_duplicates: bool, original_cols: list[str]) -> DataFrame:
+    """Parse and give each row its reject reason (before the snapshot cut, which needs the snapshot date)."""
+    columns = input_cfg["columns"]
+    classified = df.transform(
+        with_parsed_columns, columns=columns, timestamp_format=input_cfg["timestamp_format"]
+    ).transform(with_reject_reason, amount_mode=bool(columns.get("amount")))
+    if drop_duplicates:
+        classified = classified.transform(with_duplicate_reason, original_cols=original_cols)
+    return classified
+
+
+def rejects_table(classified_df: DataFrame, original_cols: list[str]) -> DataFrame:
+    """Rejected rows: the original columns as strings, the raw line of malformed rows, and the reason."""
+    return classified_df.filter(F.col("reject_reason").isNotNull()).select(
+        *[col(c).cast("string").alias(c) for c in original_cols],
+        F.col(CORRUPT_COLUMN).alias("raw_line"),
+        "reject_reason",
+    )
+
+
+def max_accepted_date(classified_df: DataFrame):
+    """Calendar date of the latest accepted timestamp, or None when nothing was accepted."""
+    return (
+        classified_df.filter(F.col("reject_reason").isNull())
+        .agg(F.to_date(F.max("_ts")).alias("d"))
+        .first()["d"]
+    )

@@ -1,0 +1,109 @@
+"""Config loading, overrides, validation and argument parsing: no Spark needed."""
+
+from __future__ import annotations
+
+import pytest
+
+from jobs.segment_customers import job_config, parse_args
+from segmentation.config import DEFAULTS, candidate_ks, load_config, validate_config
+from segmentation.errors import ConfigError
+
+from .conftest import REPO
+
+
+def test_defaults_are_valid_and_sweep_two_to_ten():
+    cfg = validate_config(load_config(None))
+    assert candidate_ks(cfg["model"]) == list(range(2, 11))
+    assert cfg["model"]["seed"] == 42
+    assert cfg["cleaning"] == {"drop_duplicates": True, "returns": "net"}
+    assert cfg["input"]["path"].endswith("segmentation/data/online_retail")
+
+
+def test_online_retail_preset_matches_the_defaults_except_paths():
+    preset = validate_config(load_config(REPO / "conf" / "online_retail.yaml"))
+    defaults = validate_config(load_config(None))
+    preset["input"]["path"] = defaults["input"]["path"]
+    assert preset == defaults
+
+
+def test_unknown_key_is_an_error_naming_it(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("model:\n  kk: 3\n")
+    with pytest.raises(ConfigError, match=r"unknown config key 'model.kk'"):
+        load_config(path)
+
+
+def test_yaml_is_loaded_safely(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("model: !!python/object/apply:os.system ['echo hi']\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(path)
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found: .*nope.yaml"):
+        load_config(tmp_path / "nope.yaml")
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "message"),
+    [
+        ("model: {k_min: 5, k_max: 3}", "invalid k range: k_min 5 is greater than k_max 3"),
+        ("model: {k: 1}", r"model.k must be an integer >= 2, got 1"),
+        ("cleaning: {returns: sometimes}", "cleaning.returns must be 'net' or 'gross'"),
+        ("input: {format: json}", "input.format must be 'csv' or 'parquet'"),
+        ("input: {columns: {amount: Total}}", "map either input.columns.quantity"),
+        ("prepare: {features: [age]}", "unknown feature 'age'"),
+        ("prepare: {cap_quantiles: [0.9, 0.1]}", "cap_quantiles must be"),
+        ("snapshot_date: 2011-13-01", r"invalid value: month must be in 1..12 \(dates are YYYY-MM-DD\)"),
+        ("snapshot_date: 1st of May", "snapshot date must be YYYY-MM-DD"),
+    ],
+)
+def test_invalid_values_are_explained(tmp_path, yaml_text, message):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml_text + "\n")
+    with pytest.raises(ConfigError, match=message):
+        validate_config(load_config(path))
+
+
+def test_amount_mapping_replaces_quantity_and_price(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("input:\n  columns: {quantity: null, unit_price: null, amount: 'Order Total'}\n")
+    cfg = validate_config(load_config(path))
+    assert cfg["input"]["columns"]["amount"] == "Order Total"
+    assert cfg["input"]["columns"]["quantity"] is None
+
+
+def test_command_line_overrides_config(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("model: {k: 4}\noutput: {path: out1}\n")
+    args = parse_args(
+        ["--config", str(path), "--k-min", "3", "--k-max", "5", "--seed", "7", "--output", "out2",
+         "--snapshot-date", "2011-06-01", "--input", "x.csv", "--input-format", "csv"]
+    )
+    cfg = job_config(args)
+    assert candidate_ks(cfg["model"]) == [3, 4, 5]
+    assert cfg["model"]["seed"] == 7
+    assert cfg["output"]["path"] == "out2"
+    assert cfg["snapshot_date"] == "2011-06-01"
+    assert (cfg["input"]["path"], cfg["input"]["format"]) == ("x.csv", "csv")
+    assert DEFAULTS["model"]["k"] is None  # defaults are never mutated
+
+
+def test_parse_args_rejects_k_with_range(capsys):
+    with pytest.raises(SystemExit) as exc:
+        parse_args(["--k", "3", "--k-min", "2"])
+    assert exc.value.code == 2
+    assert "--k cannot be combined with --k-min/--k-max" in capsys.readouterr().err
+
+
+def test_parse_args_rejects_bad_values(capsys):
+    with pytest.raises(SystemExit):
+        parse_args(["--snapshot-date", "12/01/2011"])
+    assert "expected YYYY-MM-DD, got '12/01/2011'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        parse_args(["--k-min", "6", "--k-max", "3"])
+    assert "invalid k range: --k-min 6 is greater than --k-max 3" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        parse_args(["--k", "1"])
+    assert "must be >= 2, got 1" in capsys.readouterr().err

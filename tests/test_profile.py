@@ -1,0 +1,65 @@
+"""Profile stage: names from profile statistics (never from an index), unique names, profile rows."""
+
+from __future__ import annotations
+
+import pytest
+
+from segmentation.profile import build_profiles, name_segments, segment_name
+
+# clustered customers' (p25, p50, p75) per feature
+QUARTILES = {
+    "recency_days": (17.0, 50.0, 140.0),
+    "frequency": (1.0, 2.0, 5.0),
+    "monetary": (300.0, 650.0, 1600.0),
+    "tenure_days": (110.0, 250.0, 330.0),
+}
+
+
+def _m(r, f, m, t):
+    return {"recency_days": r, "frequency": f, "monetary": m, "tenure_days": t}
+
+
+@pytest.mark.parametrize(
+    ("medians", "name"),
+    [
+        (_m(9, 12, 4900, 360), "Champions"),
+        (_m(30, 6, 1200, 300), "Loyal"),
+        (_m(40, 2, 5000, 200), "Big spenders"),
+        (_m(20, 1, 300, 30), "New"),
+        (_m(10, 2, 600, 200), "Promising"),
+        (_m(200, 3, 900, 300), "At risk"),
+        (_m(230, 1, 250, 250), "Hibernating"),
+        (_m(79, 3, 1030, 280), "Needs attention"),
+    ],
+)
+def test_segment_name_rules(medians, name):
+    assert segment_name(medians, QUARTILES) == name
+
+
+def test_names_do_not_depend_on_segment_ids_and_stay_unique():
+    hibernating = _m(230, 1, 250, 250)
+    names = name_segments({3: hibernating, 1: _m(9, 12, 4900, 360), 2: dict(hibernating)}, QUARTILES)
+    assert names == {1: "Champions", 2: "Hibernating", 3: "Hibernating (2)"}
+    swapped = name_segments({7: _m(9, 12, 4900, 360), 1: hibernating}, QUARTILES)
+    assert swapped == {7: "Champions", 1: "Hibernating"}
+
+
+def test_tied_quartiles_do_not_call_everyone_high():
+    flat = {k: (1.0, 1.0, 1.0) for k in QUARTILES}
+    assert segment_name(_m(1, 1, 1, 1), flat) == "Needs attention"
+
+
+def test_build_profiles_shares_and_centers():
+    stats = []
+    for sid, n, revenue in [(1, 10, 900.0), (2, 30, 100.0)]:
+        row = {"segment_id": sid, "customers": n, "revenue": revenue}
+        for f in ("recency_days", "frequency", "tenure_days", "gross", "returns", "monetary", "avg_order_value"):
+            row[f"mean_{f}"] = float(sid)
+            row[f"median_{f}"] = float(sid)
+        stats.append(row)
+    profiles = build_profiles(stats, {1: "Champions", 2: "Hibernating"}, {1: {"monetary": 90.0}, 2: {"monetary": 3.0}},
+                              ["monetary"])
+    assert [(p["segment_name"], p["share_customers"], p["share_revenue"], p["center_monetary"]) for p in profiles] == [
+        ("Champions", 0.25, 0.9, 90.0),
+        ("Hibernating", 0.75, 0.1, 3.0),
+    ]

@@ -1,0 +1,184 @@
+"""Validate stage on tiny hand-made inputs: every row gets the right reason, in the documented order."""
+
+from __future__ import annotations
+
+import chispa
+import pytest
+from pyspark.sql import functions as F
+
+from segmentation.config import DEFAULTS
+from segmentation.errors import InputError, SchemaError
+from segmentation.io import CORRUPT_COLUMN, original_columns, read_transactions
+from segmentation.validate import (
+    classify_rows,
+    normalize_customer_id,
+    rejects_table,
+    with_after_snapshot_reason,
+)
+
+COLUMNS = ["InvoiceNo", "StockCode", "Quantity", "InvoiceDate", "UnitPrice", "Customer ID"]
+MAPPING = {
+    "customer_id": "Customer ID",
+    "order_id": "InvoiceNo",
+    "timestamp": "InvoiceDate",
+    "quantity": "Quantity",
+    "unit_price": "UnitPrice",
+    "amount": None,
+}
+
+
+def _input_cfg(**columns):
+    cfg = {**DEFAULTS["input"], "columns": {**MAPPING, **columns}}
+    return cfg
+
+
+def _raw(spark, rows, columns=COLUMNS):
+    df = spark.createDataFrame(rows, ", ".join(f"`{c}` string" for c in columns))
+    return df.withColumn(CORRUPT_COLUMN, F.lit(None).cast("string"))
+
+
+def test_normalize_customer_id(spark):
+    source = spark.createDataFrame(
+        [("17850.0",), (" 17850 ",), ("17850.00",), ("A-17.0x",), ("",), ("   ",), (None,), ("12.5",)], "id string"
+    )
+    actual = source.select(normalize_customer_id(F.col("id")).alias("id"))
+    expected = spark.createDataFrame(
+        [("17850",), ("17850",), ("17850",), ("A-17.0x",), (None,), (None,), (None,), ("12.5",)], "id string"
+    )
+    chispa.assert_df_equality(actual, expected)
+
+
+def test_reasons_follow_the_documented_order(spark):
+    rows = [
+        ("1", "A", "6", "2011-01-01 10:00:00", "2.50", "17850.0"),  # accepted
+        ("2", "A", "6", "2011-01-01 10:00:00", "2.50", None),  # missing customer
+        ("3", "A", "abc", "not a date", "0", "   "),  # missing customer wins over everything later
+        ("4", "A", "6", "2011-02-30 10:00:00", "2.50", "1"),  # invalid timestamp
+        ("5", "A", "x", "2011-01-01 10:00:00", "0", "1"),  # invalid number wins over price
+        ("6", "A", "0", "2011-01-01 10:00:00", "2.50", "1"),  # quantity 0
+        ("7", "A", "6", "2011-01-01 10:00:00", "", "1"),  # price missing
+        ("8", "A", "6", "2011-01-01 10:00:00", "0", "1"),  # zero price
+        ("9", "A", "6", "2011-01-01 10:00:00", "-1.5", "1"),  # negative price
+        ("C10", "A", "-6", "2011-01-01 10:00:00", "2.50", "1"),  # a return is not a reject
+        ("1", "A", "6", "2011-01-01 10:00:00", "2.50", "17850.0"),  # exact repeat of row 1
+        ("1", "A", "6", "2011-01-01 10:00:00", "2.50", "17850.0"),  # and another
+        ("1", "A", "6", "2011-01-01 10:00:00", "2.50", "17850"),  # same customer, not an exact repeat
+        ("2", "A", "6", "2011-01-01 10:00:00", "2.50", None),  # repeat of a missing-customer row
+    ]
+    raw = _raw(spark, rows)
+    classified = classify_rows(raw, _input_cfg(), drop_duplicates=True, original_cols=original_columns(raw))
+    actual = classified.select("InvoiceNo", "Customer ID", "reject_reason")
+    expected = spark.createDataFrame(
+        [
+            ("1", "17850.0", None),
+            ("2", None, "missing_customer_id"),
+            ("3", "   ", "missing_customer_id"),
+            ("4", "1", "invalid_timestamp"),
+            ("5", "1", "invalid_number"),
+            ("6", "1", "invalid_number"),
+            ("7", "1", "invalid_number"),
+            ("8", "1", "non_positive_price"),
+            ("9", "1", "non_positive_price"),
+            ("C10", "1", None),
+            ("1", "17850.0", "duplicate"),
+            ("1", "17850.0", "duplicate"),
+            ("1", "17850", None),
+            ("2", None, "missing_customer_id"),
+        ],
+        "InvoiceNo string, `Customer ID` string, reject_reason string",
+    )
+    chispa.assert_df_equality(actual, expected, ignore_row_order=True)
+
+
+def test_duplicates_kept_when_configured(spark):
+    row = ("1", "A", "6", "2011-01-01 10:00:00", "2.50", "1")
+    raw = _raw(spark, [row, row])
+    classified = classify_rows(raw, _input_cfg(), drop_duplicates=False, original_cols=original_columns(raw))
+    assert [r.reject_reason for r in classified.collect()] == [None, None]
+
+
+def test_parsed_values_are_exact_decimals(spark):
+    raw = _raw(spark, [("1", "A", " 3 ", "2011-01-01 10:00:00", "0.1", "7")])
+    row = classify_rows(raw, _input_cfg(), True, original_columns(raw)).first()
+    assert (str(row["_quantity"]), str(row["_unit_price"]), str(row["_value"])) == ("3.000", "0.100000", "0.300000000")
+    assert row["_customer_id"] == "7"
+
+
+def test_amount_mode_reasons(spark):
+    columns = ["order", "ts", "Total (GBP)", "cust"]
+    raw = _raw(
+        spark,
+        [("1", "2011-01-01 10:00:00", "10", "a"), ("2", "2011-01-01 10:00:00", "0", "a"),
+         ("3", "2011-01-01 10:00:00", "ten", "a"), ("4", "2011-01-01 10:00:00", "-5", "a")],
+        columns,
+    )
+    cfg = _input_cfg(customer_id="cust", order_id="order", timestamp="ts", quantity=None, unit_price=None,
+                     amount="Total (GBP)")
+    actual = classify_rows(raw, cfg, True, original_columns(raw)).select("order", "reject_reason")
+    expected = spark.createDataFrame(
+        [("1", None), ("2", "non_positive_price"), ("3", "invalid_number"), ("4", None)], "order string, reject_reason string"
+    )
+    chispa.assert_df_equality(actual, expected, ignore_row_order=True)
+
+
+def test_after_snapshot_is_checked_last(spark):
+    rows = [
+        ("1", "A", "6", "2011-05-31 23:59:59", "2.5", "1"),
+        ("2", "A", "6", "2011-06-01 00:00:00", "2.5", "1"),
+        ("3", "A", "6", "2011-06-02 00:00:00", "0", "1"),
+    ]
+    raw = _raw(spark, rows)
+    classified = classify_rows(raw, _input_cfg(), True, original_columns(raw)).transform(
+        with_after_snapshot_reason, snapshot_date="2011-06-01"
+    )
+    actual = classified.select("InvoiceNo", "reject_reason")
+    expected = spark.createDataFrame(
+        [("1", None), ("2", "after_snapshot"), ("3", "non_positive_price")], "InvoiceNo string, reject_reason string"
+    )
+    chispa.assert_df_equality(actual, expected, ignore_row_order=True)
+
+
+def test_csv_reader_flags_malformed_rows_and_keeps_spaces_in_names(spark, tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text(
+        "InvoiceNo,StockCode,Quantity,InvoiceDate,UnitPrice,Customer ID\n"
+        "1,A,6,2011-01-01 10:00:00,2.5,17850.0\n"
+        "2,A,6,2011-01-01 10:00:00\n"
+        "3,A,6,2011-01-01 10:00:00,2.5,17850.0,extra\n"
+        '4,"A, quoted",6,2011-01-01 10:00:00,2.5,17850\n'
+    )
+    raw = read_transactions(spark, {**_input_cfg(), "path": str(path), "format": "csv"})
+    assert original_columns(raw) == COLUMNS
+    classified = classify_rows(raw, _input_cfg(), True, original_columns(raw))
+    actual = rejects_table(classified, original_columns(raw)).select("InvoiceNo", "raw_line", "reject_reason")
+    expected = spark.createDataFrame(
+        [("2", "2,A,6,2011-01-01 10:00:00", "malformed_row"),
+         ("3", "3,A,6,2011-01-01 10:00:00,2.5,17850.0,extra", "malformed_row")],
+        "InvoiceNo string, raw_line string, reject_reason string",
+    )
+    chispa.assert_df_equality(actual, expected, ignore_row_order=True)
+    accepted = classified.filter("reject_reason IS NULL").select("StockCode", "_customer_id").collect()
+    assert sorted((r.StockCode, r._customer_id) for r in accepted) == [("A", "17850"), ("A, quoted", "17850")]
+
+
+def test_missing_mapped_columns_are_named(spark, tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text("InvoiceNo,Quantity,InvoiceDate,Price,CustomerID\n1,2,2011-01-01 10:00:00,1.0,5\n")
+    with pytest.raises(SchemaError) as exc:
+        read_transactions(spark, {**_input_cfg(), "path": str(path), "format": "csv"})
+    assert str(exc.value) == (
+        "input is missing mapped column(s) customer_id='Customer ID', unit_price='UnitPrice'; "
+        "found columns: InvoiceNo, Quantity, InvoiceDate, Price, CustomerID"
+    )
+
+
+def test_missing_input_is_named(spark, tmp_path):
+    with pytest.raises(InputError, match=r"input not found: .*/nothing/\*\.csv"):
+        read_transactions(spark, {**_input_cfg(), "path": str(tmp_path / "nothing" / "*.csv"), "format": "csv"})
+
+
+def test_empty_csv_file_is_explained(spark, tmp_path):
+    path = tmp_path / "empty.csv"
+    path.write_text("")
+    with pytest.raises(InputError, match="input has no header row"):
+        read_transactions(spark, {**_input_cfg(), "path": str(path), "format": "csv"})
