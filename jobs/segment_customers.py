@@ -16,6 +16,7 @@ from typing import Any
 
 from segmentation.config import apply_overrides, load_config, validate_config
 from segmentation.errors import SegmentationError
+from segmentation.publish import TABLES
 
 log = logging.getLogger("jobs.segment_customers")
 
@@ -92,8 +93,8 @@ def summary_lines(manifest: dict[str, Any]) -> list[str]:
         f"  k = {manifest['chosen_k']}: {manifest['chosen_k_reason']}",
         f"Outputs under {manifest['output_path']}:",
     ]
-    for table in ("segments", "profiles", "elbow", "rejects", "models", "manifests"):
-        lines.append(f"  {table:<9} {manifest['output_path']}/{table}/snapshot_date={manifest['snapshot_date']}")
+    for table in TABLES:
+        lines.append(f"  {table:<12} {manifest['output_path']}/{table}/snapshot_date={manifest['snapshot_date']}")
     header = (
         f"{'id':>3}  {'segment':<18} {'customers':>9} {'share':>6} {'revenue':>7}"
         f" {'recency d':>9} {'orders':>6} {'monetary':>10}"

@@ -59,7 +59,10 @@ DEFAULTS: dict[str, Any] = {
         "seed": 42,
         "max_iter": 50,
         "tol": 1e-4,
-        "partitions": 4,
+        # customers are laid out in this many partitions, sorted by id: KMeans results depend on the layout
+        "partitions": 2,
+        # k values fitted at once
+        "parallelism": 2,
     },
     "output": {"path": "output"},
 }
@@ -203,6 +206,7 @@ def validate_config(cfg: dict[str, Any]) -> dict[str, Any]:
     _positive_int(model["seed"], "model.seed", 0)
     _positive_int(model["max_iter"], "model.max_iter", 1)
     _positive_int(model["partitions"], "model.partitions", 1)
+    _positive_int(model["parallelism"], "model.parallelism", 1)
     if not cfg["output"].get("path"):
         raise ConfigError("output.path is required")
     return cfg

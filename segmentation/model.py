@@ -7,7 +7,9 @@ chosen k, the per-k table (WCSS, silhouette), and a map from KMeans cluster inde
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from pyspark.ml.clustering import KMeans, KMeansModel
@@ -46,26 +48,45 @@ def silhouette(scaled_df: DataFrame, model: KMeansModel) -> float | None:
 
 
 def sweep_k(
-    scaled_df: DataFrame, ks: list[int], seed: int, max_iter: int = 50, tol: float = 1e-4
+    scaled_df: DataFrame,
+    ks: list[int],
+    seed: int,
+    max_iter: int = 50,
+    tol: float = 1e-4,
+    parallelism: int = 1,
 ) -> list[KFit]:
-    """Fit KMeans for every k, logging "k i of n" as it goes."""
-    fits = []
-    for i, k in enumerate(ks, start=1):
+    """Fit KMeans for every k (up to `parallelism` fits at once), logging "k i of n" as fits finish.
+
+    Each fit is independent and seeded, so running them concurrently changes nothing but the wall time:
+    small fits are bound by Spark's per-job latency, not by the cores.
+    """
+    done = 0
+    lock = threading.Lock()
+
+    def fit_one(k: int) -> KFit:
+        nonlocal done
         started = time.perf_counter()
         model = fit_kmeans(scaled_df, k, seed, max_iter, tol)
         score = silhouette(scaled_df, model)
         fit = KFit(k, float(model.summary.trainingCost), score, list(model.summary.clusterSizes), model)
-        fits.append(fit)
-        log.info(
-            "k %d of %d: k=%d wcss=%.4f silhouette=%s (%.1f s)",
-            i,
-            len(ks),
-            k,
-            fit.wcss,
-            "n/a" if score is None else f"{score:.4f}",
-            time.perf_counter() - started,
-        )
-    return fits
+        with lock:
+            done += 1
+            log.info(
+                "k %d of %d: k=%d wcss=%.4f silhouette=%s iterations=%d (%.1f s)",
+                done,
+                len(ks),
+                k,
+                fit.wcss,
+                "n/a" if score is None else f"{score:.4f}",
+                model.summary.numIter,
+                time.perf_counter() - started,
+            )
+        return fit
+
+    if parallelism <= 1 or len(ks) == 1:
+        return [fit_one(k) for k in ks]
+    with ThreadPoolExecutor(max_workers=parallelism, thread_name_prefix="kmeans") as pool:
+        return list(pool.map(fit_one, ks))
 
 
 def knee_point(ks: list[int], costs: list[float]) -> tuple[int | None, float]:

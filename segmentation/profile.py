@@ -15,6 +15,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from segmentation.config import FEATURE_COLUMNS
+from segmentation.rfm import segment_action
 
 #: Column order of the published `segments` table.
 SEGMENT_COLUMNS = (
@@ -30,6 +31,11 @@ SEGMENT_COLUMNS = (
     "segment_name",
     "excluded_reason",
     "distance_to_center",
+    "r_score",
+    "f_score",
+    "m_score",
+    "rfm_score",
+    "rfm_segment",
     "run_id",
 )
 
@@ -149,6 +155,12 @@ def build_profiles(
         row = {
             "segment_id": sid,
             "segment_name": names[sid],
+            "action": segment_action(names[sid]),
+            "description": (
+                f"typical customer: last order {s['median_recency_days']:.0f} days ago, "
+                f"{s['median_frequency']:.0f} orders, {s['median_monetary']:,.0f} spent, "
+                f"first order {s['median_tenure_days']:.0f} days ago"
+            ),
             "customers": int(s["customers"]),
             "share_customers": s["customers"] / total_customers if total_customers else 0.0,
             "revenue": float(s["revenue"]),

@@ -37,6 +37,7 @@ from segmentation.profile import (
     with_segment_columns,
 )
 from segmentation.publish import SnapshotPublisher
+from segmentation.rfm import RFM_ACTIONS, rfm_breakpoints, rfm_segment_profiles, with_rfm_scores
 from segmentation.validate import (
     REJECT_REASONS,
     classify_rows,
@@ -123,6 +124,7 @@ def run_segmentation(spark: SparkSession, cfg: dict[str, Any], run_id: str | Non
             persisted.append(customers_df)
             excluded = _ordered_counts(_count_by(customers_df, "excluded_reason"), EXCLUDED_REASONS)
             customers = customers_df.count()
+            rfm_bp = rfm_breakpoints(customers_df.filter(F.col("frequency") > 0))
             clustered_df = (
                 customers_df.filter(F.col("excluded_reason").isNull())
                 # a fixed, data-determined layout: same input + seed = same segments, local or on a cluster
@@ -148,7 +150,14 @@ def run_segmentation(spark: SparkSession, cfg: dict[str, Any], run_id: str | Non
             scaled_df.count()
 
         with timer.stage("model"):
-            fits = sweep_k(scaled_df, ks, int(model_cfg["seed"]), int(model_cfg["max_iter"]), float(model_cfg["tol"]))
+            fits = sweep_k(
+                scaled_df,
+                ks,
+                int(model_cfg["seed"]),
+                int(model_cfg["max_iter"]),
+                float(model_cfg["tol"]),
+                parallelism=int(model_cfg["parallelism"]),
+            )
             chosen_k, why = choose_k(fits, model_cfg["k"])
             chosen = next(f for f in fits if f.k == chosen_k)
             log.info("chosen k=%d: %s", chosen_k, why)
@@ -168,11 +177,15 @@ def run_segmentation(spark: SparkSession, cfg: dict[str, Any], run_id: str | Non
             )
             centers_by_segment = {order[c]: original_centers[c] for c in range(len(centers))}
             profiles = build_profiles(stats, names, centers_by_segment, prep_cfg["features"])
-            segments_df = _segments_table(assigned_df, customers_df, names, run_id)
+            scored_customers_df = customers_df.transform(with_rfm_scores, breakpoints=rfm_bp)
+            segments_df = _segments_table(assigned_df, scored_customers_df, names, run_id)
 
         with timer.stage("write"):
             publisher.write_table("segments", segments_df, files=max(1, customers // 1_000_000 + 1))
             publisher.write_table("profiles", _profiles_df(spark, profiles, run_id))
+            publisher.write_table(
+                "rfm_profiles", rfm_segment_profiles(scored_customers_df).withColumn("run_id", F.lit(run_id))
+            )
             publisher.write_table("elbow", _elbow_df(spark, fits, chosen_k, clustered, run_id))
             publisher.write_table(
                 "rejects", rejects_table(classified_df, originals), files=max(1, sum(rejected.values()) // 2_000_000 + 1)
@@ -211,6 +224,8 @@ def run_segmentation(spark: SparkSession, cfg: dict[str, Any], run_id: str | Non
                 "log1p": prep_cfg["log1p"],
                 "capping_bounds": {f: list(b) for f, b in bounds.items()},
                 "segments": {str(p["segment_id"]): p["segment_name"] for p in profiles},
+                "rfm_breakpoints": rfm_bp,
+                "rfm_actions": RFM_ACTIONS,
                 "timings_s": {**timer.timings, "total": round(time.perf_counter() - started, 3)},
                 "versions": {
                     "segmentation": __version__,
@@ -254,6 +269,8 @@ def _profiles_df(spark: SparkSession, profiles: list[dict[str, Any]], run_id: st
     fields = [
         T.StructField("segment_id", T.IntegerType(), False),
         T.StructField("segment_name", T.StringType(), False),
+        T.StructField("action", T.StringType(), False),
+        T.StructField("description", T.StringType(), False),
         T.StructField("customers", T.LongType(), False),
         T.StructField("share_customers", T.DoubleType(), False),
         T.StructField("revenue", T.DoubleType(), False),
