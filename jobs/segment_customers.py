@@ -15,7 +15,7 @@ import sys
 from typing import Any
 
 from segmentation.config import apply_overrides, load_config, validate_config
-from segmentation.errors import SegmentationError
+from segmentation.errors import SegmentationError, root_cause
 from segmentation.publish import TABLES
 
 log = logging.getLogger("jobs.segment_customers")
@@ -127,8 +127,10 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - one clear line; the trace with --verbose
         if args.verbose:
             log.exception("unexpected failure")
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        print(f"segment-customers: unexpected error: {type(exc).__name__}: {first} (rerun with --verbose for details)", file=sys.stderr)
+        print(
+            f"segment-customers: unexpected error: {root_cause(exc)} (rerun with --verbose for details)",
+            file=sys.stderr,
+        )
         return 1
     finally:
         if spark is not None:

@@ -16,6 +16,8 @@ import yaml
 from segmentation.errors import ConfigError
 
 BUNDLED_DATA = Path(__file__).resolve().parent / "data" / "online_retail"
+#: The bundled files (the folder also holds the data's README with its licence).
+BUNDLED_INPUT = str(BUNDLED_DATA / "part-*.parquet")
 
 #: Per-customer features the job computes; any of them can be a model feature.
 FEATURE_COLUMNS = (
@@ -30,7 +32,7 @@ FEATURE_COLUMNS = (
 
 DEFAULTS: dict[str, Any] = {
     "input": {
-        "path": str(BUNDLED_DATA),
+        "path": BUNDLED_INPUT,
         "format": "parquet",
         "timestamp_format": "yyyy-MM-dd HH:mm:ss",
         "time_zone": "UTC",

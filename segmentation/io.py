@@ -12,9 +12,8 @@ from typing import Any
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
-from pyspark.sql.utils import AnalysisException
 
-from segmentation.errors import InputError, OutputError, SchemaError
+from segmentation.errors import InputError, OutputError, SchemaError, root_cause
 
 CORRUPT_COLUMN = "_corrupt_record"
 
@@ -102,9 +101,10 @@ def read_transactions(spark: SparkSession, input_cfg: dict[str, Any]) -> DataFra
             df = _read_csv(spark, path, input_cfg.get("csv") or {})
         else:
             df = spark.read.parquet(path).withColumn(CORRUPT_COLUMN, F.lit(None).cast("string"))
-    except AnalysisException as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"cannot read {fmt} input {path}: {first_line}") from exc
+    except InputError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - unreadable input: say why in one line
+        raise InputError(f"cannot read {fmt} input {path}: {root_cause(exc)}") from exc
     check_mapped_columns(df, input_cfg["columns"])
     return df
 

@@ -31,22 +31,27 @@ QUANTITY_TYPE = T.DecimalType(18, 3)
 MONEY_TYPE = T.DecimalType(18, 6)
 
 
+def strip(c: Column) -> Column:
+    """The value as a string without leading or trailing white space (tabs and newlines too, not only spaces)."""
+    return F.regexp_replace(c.cast("string"), r"^\s+|\s+$", "")
+
+
 def normalize_customer_id(c: Column) -> Column:
     """Trimmed string id; `17850.0` becomes `17850`; empty becomes null."""
-    trimmed = F.trim(c.cast("string"))
+    trimmed = strip(c)
     return F.when(trimmed == "", None).otherwise(F.regexp_replace(trimmed, r"^(\d+)\.0+$", "$1"))
 
 
 def _parse_timestamp(c: Column, data_type: T.DataType, timestamp_format: str) -> Column:
     if isinstance(data_type, (T.TimestampType, T.TimestampNTZType, T.DateType)):
         return c.cast("timestamp")
-    return F.try_to_timestamp(F.trim(c.cast("string")), F.lit(timestamp_format))
+    return F.try_to_timestamp(strip(c), F.lit(timestamp_format))
 
 
 def _parse_decimal(c: Column, data_type: T.DataType, target: T.DecimalType) -> Column:
     if isinstance(data_type, T.NumericType):
         return c.try_cast(target)
-    return F.trim(c.cast("string")).try_cast(target)
+    return strip(c).try_cast(target)
 
 
 def with_parsed_columns(df: DataFrame, columns: dict[str, str | None], timestamp_format: str) -> DataFrame:
@@ -56,7 +61,7 @@ def with_parsed_columns(df: DataFrame, columns: dict[str, str | None], timestamp
     parsed = df.withColumns(
         {
             "_customer_id": normalize_customer_id(col(columns["customer_id"])),
-            "_order_id": F.trim(col(order_col).cast("string")) if order_col else F.lit(None).cast("string"),
+            "_order_id": strip(col(order_col)) if order_col else F.lit(None).cast("string"),
             "_ts": _parse_timestamp(col(columns["timestamp"]), types[columns["timestamp"]], timestamp_format),
         }
     )

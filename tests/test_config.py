@@ -16,7 +16,7 @@ def test_defaults_are_valid_and_sweep_two_to_ten():
     assert candidate_ks(cfg["model"]) == list(range(2, 11))
     assert cfg["model"]["seed"] == 42
     assert cfg["cleaning"] == {"drop_duplicates": True, "returns": "net"}
-    assert cfg["input"]["path"].endswith("segmentation/data/online_retail")
+    assert cfg["input"]["path"].endswith("segmentation/data/online_retail/part-*.parquet")
 
 
 def test_online_retail_preset_matches_the_defaults_except_paths():

@@ -39,11 +39,12 @@ def _raw(spark, rows, columns=COLUMNS):
 
 def test_normalize_customer_id(spark):
     source = spark.createDataFrame(
-        [("17850.0",), (" 17850 ",), ("17850.00",), ("A-17.0x",), ("",), ("   ",), (None,), ("12.5",)], "id string"
+        [("17850.0",), (" 17850 ",), ("17850.00",), ("A-17.0x",), ("",), ("   ",), (None,), ("12.5",), ("\t42\n",)],
+        "id string",
     )
     actual = source.select(normalize_customer_id(F.col("id")).alias("id"))
     expected = spark.createDataFrame(
-        [("17850",), ("17850",), ("17850",), ("A-17.0x",), (None,), (None,), (None,), ("12.5",)], "id string"
+        [("17850",), ("17850",), ("17850",), ("A-17.0x",), (None,), (None,), (None,), ("12.5",), ("42",)], "id string"
     )
     chispa.assert_df_equality(actual, expected)
 
