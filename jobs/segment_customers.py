@@ -94,7 +94,9 @@ def summary_lines(manifest: dict[str, Any]) -> list[str]:
         f"Outputs under {manifest['output_path']}:",
     ]
     for table in TABLES:
-        lines.append(f"  {table:<12} {manifest['output_path']}/{table}/snapshot_date={manifest['snapshot_date']}")
+        lines.append(
+            f"  {table:<12} {manifest['output_path']}/{table}/snapshot_date={manifest['snapshot_date']}"
+        )
     header = (
         f"{'id':>3}  {'segment':<18} {'customers':>9} {'share':>6} {'revenue':>7}"
         f" {'recency d':>9} {'orders':>6} {'monetary':>10}"

@@ -43,7 +43,9 @@ def require_java(minimum: int = 17) -> None:
         if major == 1 and match.group(2):  # "1.8.0" style
             major = int(match.group(2))
         if major < minimum:
-            raise SparkEnvironmentError(f"Java {major} found at {java}; Spark 4 needs Java {minimum}+: {JAVA_HINT}")
+            raise SparkEnvironmentError(
+                f"Java {major} found at {java}; Spark 4 needs Java {minimum}+: {JAVA_HINT}"
+            )
 
 
 def build_spark(app_name: str, verbose: bool = False) -> SparkSession:

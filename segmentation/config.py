@@ -130,10 +130,10 @@ def apply_overrides(cfg: dict[str, Any], **overrides: Any) -> dict[str, Any]:
         for part in parents:
             target = target[part]
         target[leaf] = value
-    if overrides.get("k_min") is not None or overrides.get("k_max") is not None:
+    range_given = overrides.get("k_min") is not None or overrides.get("k_max") is not None
+    if range_given and overrides.get("k") is None:
         # an explicit range on the command line wins over a fixed k in the file
-        if overrides.get("k") is None:
-            cfg["model"]["k"] = None
+        cfg["model"]["k"] = None
     return cfg
 
 
@@ -194,7 +194,9 @@ def validate_config(cfg: dict[str, Any]) -> dict[str, Any]:
             or not all(isinstance(q, (int, float)) for q in caps)
             or not 0.0 <= caps[0] < caps[1] <= 1.0
         ):
-            raise ConfigError(f"prepare.cap_quantiles must be [lower, upper] with 0 <= lower < upper <= 1, got {caps!r}")
+            raise ConfigError(
+                f"prepare.cap_quantiles must be [lower, upper] with 0 <= lower < upper <= 1, got {caps!r}"
+            )
         prep["cap_quantiles"] = [float(caps[0]), float(caps[1])]
 
     model = cfg["model"]

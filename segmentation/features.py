@@ -26,7 +26,9 @@ def with_line_kind(df: DataFrame, return_prefix: str | None, has_order_id: bool)
     return df.withColumns({"_is_return": is_return, "_date": date, "_order_key": order_key})
 
 
-def customer_features(lines_df: DataFrame, snapshot_date: dt.date | str, returns_mode: str = "net") -> DataFrame:
+def customer_features(
+    lines_df: DataFrame, snapshot_date: dt.date | str, returns_mode: str = "net"
+) -> DataFrame:
     """Aggregate accepted lines (with `with_line_kind` columns) into per-customer features, one shuffle."""
     purchase = ~F.col("_is_return")
     aggregated = lines_df.groupBy(F.col("_customer_id").alias("customer_id")).agg(

@@ -33,9 +33,7 @@ class KFit:
 
 def fit_kmeans(scaled_df: DataFrame, k: int, seed: int, max_iter: int = 50, tol: float = 1e-4) -> KMeansModel:
     """Spark ML KMeans (k-means|| init) on the `scaled` column; the prediction column is `cluster`."""
-    kmeans = KMeans(
-        featuresCol="scaled", predictionCol="cluster", k=k, seed=seed, maxIter=max_iter, tol=tol
-    )
+    kmeans = KMeans(featuresCol="scaled", predictionCol="cluster", k=k, seed=seed, maxIter=max_iter, tol=tol)
     return kmeans.fit(scaled_df)
 
 

@@ -37,7 +37,11 @@ def capping_bounds(
     """Per feature, the (lower, upper) approxQuantile of its (log-transformed) values."""
     transformed = df.select(
         *[
-            (F.log1p(F.greatest(F.col(f).cast("double"), F.lit(0.0))) if f in log1p else F.col(f).cast("double")).alias(f)
+            (
+                F.log1p(F.greatest(F.col(f).cast("double"), F.lit(0.0)))
+                if f in log1p
+                else F.col(f).cast("double")
+            ).alias(f)
             for f in features
         ]
     )

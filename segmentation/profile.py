@@ -43,7 +43,9 @@ SEGMENT_COLUMNS = (
 NAMING_FEATURES = ("recency_days", "frequency", "monetary", "tenure_days")
 
 
-def with_segment_columns(assigned_df: DataFrame, order: dict[int, int], centers: list[list[float]]) -> DataFrame:
+def with_segment_columns(
+    assigned_df: DataFrame, order: dict[int, int], centers: list[list[float]]
+) -> DataFrame:
     """Add `segment_id` (from the cluster index via the segment order) and `distance_to_center` (scaled space)."""
     mapping = F.create_map(*[F.lit(v) for pair in sorted(order.items()) for v in pair])
     center_table = F.array(*[F.array(*[F.lit(float(v)) for v in c]) for c in centers])
@@ -57,7 +59,9 @@ def with_segment_columns(assigned_df: DataFrame, order: dict[int, int], centers:
     )
 
 
-def feature_quartiles(clustered_df: DataFrame, features: tuple[str, ...] = NAMING_FEATURES) -> dict[str, tuple]:
+def feature_quartiles(
+    clustered_df: DataFrame, features: tuple[str, ...] = NAMING_FEATURES
+) -> dict[str, tuple]:
     """(p25, p50, p75) of each feature over the clustered customers."""
     values = clustered_df.approxQuantile(list(features), [0.25, 0.5, 0.75], 1e-4)
     return {f: tuple(float(x) for x in v) for f, v in zip(features, values)}
@@ -105,7 +109,9 @@ def segment_name(medians: dict[str, float], quartiles: dict[str, tuple]) -> str:
     return "Needs attention"
 
 
-def name_segments(medians_by_segment: dict[int, dict[str, float]], quartiles: dict[str, tuple]) -> dict[int, str]:
+def name_segments(
+    medians_by_segment: dict[int, dict[str, float]], quartiles: dict[str, tuple]
+) -> dict[int, str]:
     """Names for all segments; a repeated name gets " (2)", " (3)" in segment-id order so names stay unique."""
     names: dict[int, str] = {}
     seen: dict[str, int] = {}

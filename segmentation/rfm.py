@@ -127,14 +127,20 @@ def rfm_segment_column(r: Column, f: Column) -> Column:
 def with_rfm_scores(customers_df: DataFrame, breakpoints: dict[str, dict[str, Any]]) -> DataFrame:
     """Add r/f/m scores, `rfm_score` and `rfm_segment` for customers with a purchase; nulls for the others."""
     has_purchase = F.col("frequency") > 0
-    r = F.when(has_purchase, score_column(F.col("recency_days"), breakpoints["recency_days"]["breakpoints"], False))
+    r = F.when(
+        has_purchase, score_column(F.col("recency_days"), breakpoints["recency_days"]["breakpoints"], False)
+    )
     f = F.when(has_purchase, score_column(F.col("frequency"), breakpoints["frequency"]["breakpoints"]))
     m = F.when(has_purchase, score_column(F.col("monetary"), breakpoints["monetary"]["breakpoints"]))
-    scored = customers_df.withColumns({"r_score": r.cast("int"), "f_score": f.cast("int"), "m_score": m.cast("int")})
+    scored = customers_df.withColumns(
+        {"r_score": r.cast("int"), "f_score": f.cast("int"), "m_score": m.cast("int")}
+    )
     return scored.withColumns(
         {
             "rfm_score": F.concat(
-                F.col("r_score").cast("string"), F.col("f_score").cast("string"), F.col("m_score").cast("string")
+                F.col("r_score").cast("string"),
+                F.col("f_score").cast("string"),
+                F.col("m_score").cast("string"),
             ),
             "rfm_segment": rfm_segment_column(F.col("r_score"), F.col("f_score")),
         }

@@ -93,14 +93,18 @@ def run_segmentation(spark: SparkSession, cfg: dict[str, Any], run_id: str | Non
             originals = original_columns(raw_df)
 
         with timer.stage("validate"):
-            classified_df = classify_rows(raw_df, inp, cfg["cleaning"]["drop_duplicates"], originals).persist()
+            classified_df = classify_rows(
+                raw_df, inp, cfg["cleaning"]["drop_duplicates"], originals
+            ).persist()
             persisted.append(classified_df)
             input_rows = classified_df.count()
             if input_rows == 0:
                 raise InputError(f"input has no rows: {inp['path']}")
             if cfg.get("snapshot_date"):
                 snapshot_date = dt.date.fromisoformat(cfg["snapshot_date"])
-                classified_df = classified_df.transform(with_after_snapshot_reason, snapshot_date=snapshot_date.isoformat())
+                classified_df = classified_df.transform(
+                    with_after_snapshot_reason, snapshot_date=snapshot_date.isoformat()
+                )
             else:
                 latest = max_accepted_date(classified_df)
                 if latest is None:
@@ -110,9 +114,17 @@ def run_segmentation(spark: SparkSession, cfg: dict[str, Any], run_id: str | Non
             publisher.snapshot_date = snapshot_date.isoformat()
             rejected = _ordered_counts(_count_by(classified_df, "reject_reason"), REJECT_REASONS)
             accepted_rows = input_rows - sum(rejected.values())
-            log.info("snapshot %s: %d input rows, %d accepted, rejects %s", snapshot_date, input_rows, accepted_rows, rejected)
+            log.info(
+                "snapshot %s: %d input rows, %d accepted, rejects %s",
+                snapshot_date,
+                input_rows,
+                accepted_rows,
+                rejected,
+            )
             if accepted_rows == 0:
-                raise InputError(f"no input row was accepted before snapshot {snapshot_date} (rejects: {rejected})")
+                raise InputError(
+                    f"no input row was accepted before snapshot {snapshot_date} (rejects: {rejected})"
+                )
 
         with timer.stage("features"):
             lines_df = classified_df.filter(F.col("reject_reason").isNull()).transform(
@@ -188,7 +200,9 @@ def run_segmentation(spark: SparkSession, cfg: dict[str, Any], run_id: str | Non
             )
             publisher.write_table("elbow", _elbow_df(spark, fits, chosen_k, clustered, run_id))
             publisher.write_table(
-                "rejects", rejects_table(classified_df, originals), files=max(1, sum(rejected.values()) // 2_000_000 + 1)
+                "rejects",
+                rejects_table(classified_df, originals),
+                files=max(1, sum(rejected.values()) // 2_000_000 + 1),
             )
             final_model = PipelineModel(stages=[*prep_model.stages, chosen.model])
             publisher.save_model(
@@ -250,7 +264,9 @@ def run_segmentation(spark: SparkSession, cfg: dict[str, Any], run_id: str | Non
             df.unpersist()
 
 
-def _segments_table(assigned_df: DataFrame, customers_df: DataFrame, names: dict[int, str], run_id: str) -> DataFrame:
+def _segments_table(
+    assigned_df: DataFrame, customers_df: DataFrame, names: dict[int, str], run_id: str
+) -> DataFrame:
     name_map = F.create_map(*[F.lit(v) for pair in sorted(names.items()) for v in pair])
     clustered = assigned_df.select(
         "customer_id",

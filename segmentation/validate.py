@@ -129,7 +129,9 @@ def with_after_snapshot_reason(df: DataFrame, snapshot_date: str) -> DataFrame:
     )
 
 
-def classify_rows(df: DataFrame, input_cfg: dict[str, Any], drop_duplicates: bool, original_cols: list[str]) -> DataFrame:
+def classify_rows(
+    df: DataFrame, input_cfg: dict[str, Any], drop_duplicates: bool, original_cols: list[str]
+) -> DataFrame:
     """Parse and give each row its reject reason (before the snapshot cut, which needs the snapshot date)."""
     columns = input_cfg["columns"]
     classified = df.transform(

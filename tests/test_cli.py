@@ -15,8 +15,16 @@ CSV = (
     + "".join(
         f"{i},A,{q},2011-0{m}-1{d} 10:00:00,{p},{c}\n"
         for i, (q, m, d, p, c) in enumerate(
-            [(1, 1, 1, 100, "1"), (2, 2, 2, 100, "1"), (5, 3, 3, 100, "1"), (1, 3, 4, 100, "2.0"), (1, 1, 5, 1, "3"),
-             (1, 1, 6, 2, "4"), (1, 3, 1, 1.5, "5"), (1, 3, 2, 90, "6")]
+            [
+                (1, 1, 1, 100, "1"),
+                (2, 2, 2, 100, "1"),
+                (5, 3, 3, 100, "1"),
+                (1, 3, 4, 100, "2.0"),
+                (1, 1, 5, 1, "3"),
+                (1, 1, 6, 2, "4"),
+                (1, 3, 1, 1.5, "5"),
+                (1, 3, 2, 90, "6"),
+            ]
         )
     )
     + "x,A,1,2011-03-03 10:00:00,1,\n"
@@ -36,15 +44,27 @@ def _run(args, env=None, timeout=300):
 
 def _config(tmp_path):
     path = tmp_path / "c.yaml"
-    path.write_text("input:\n  format: csv\n  columns: {customer_id: Customer ID}\nprepare: {cap_quantiles: null}\n")
+    path.write_text(
+        "input:\n  format: csv\n  columns: {customer_id: Customer ID}\nprepare: {cap_quantiles: null}\n"
+    )
     return path
 
 
 def test_run_on_a_small_csv_prints_outputs_and_segments(tmp_path):
     (tmp_path / "in.csv").write_text(CSV)
     out = tmp_path / "out"
-    result = _run(["--config", str(_config(tmp_path)), "--input", str(tmp_path / "in.csv"), "--output", str(out),
-                   "--k", "2"])
+    result = _run(
+        [
+            "--config",
+            str(_config(tmp_path)),
+            "--input",
+            str(tmp_path / "in.csv"),
+            "--output",
+            str(out),
+            "--k",
+            "2",
+        ]
+    )
     assert result.returncode == 0, result.stderr
     stdout = result.stdout
     assert "Published snapshot 2011-03-15" in stdout
@@ -74,7 +94,9 @@ def test_config_error_is_one_line(tmp_path):
     bad.write_text("model: {k_min: 8, k_max: 3}\n")
     result = _run(["--config", str(bad)])
     assert result.returncode == 2
-    assert result.stderr.strip() == "segment-customers: error: invalid k range: k_min 8 is greater than k_max 3"
+    assert (
+        result.stderr.strip() == "segment-customers: error: invalid k range: k_min 8 is greater than k_max 3"
+    )
 
 
 def test_missing_input_is_one_line_and_publishes_nothing(tmp_path):

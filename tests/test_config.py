@@ -78,8 +78,24 @@ def test_command_line_overrides_config(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("model: {k: 4}\noutput: {path: out1}\n")
     args = parse_args(
-        ["--config", str(path), "--k-min", "3", "--k-max", "5", "--seed", "7", "--output", "out2",
-         "--snapshot-date", "2011-06-01", "--input", "x.csv", "--input-format", "csv"]
+        [
+            "--config",
+            str(path),
+            "--k-min",
+            "3",
+            "--k-max",
+            "5",
+            "--seed",
+            "7",
+            "--output",
+            "out2",
+            "--snapshot-date",
+            "2011-06-01",
+            "--input",
+            "x.csv",
+            "--input-format",
+            "csv",
+        ]
     )
     cfg = job_config(args)
     assert candidate_ks(cfg["model"]) == [3, 4, 5]

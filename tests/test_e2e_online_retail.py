@@ -31,7 +31,9 @@ def _cfg(out, **overrides):
 @pytest.fixture(scope="module")
 def raw_frame():
     """The bundled data as pandas strings, as the CSVs had them (null -> empty field)."""
-    return pd.concat([pd.read_parquet(p) for p in sorted(BUNDLED_DATA.glob("part-*.parquet"))], ignore_index=True)
+    return pd.concat(
+        [pd.read_parquet(p) for p in sorted(BUNDLED_DATA.glob("part-*.parquet"))], ignore_index=True
+    )
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +53,9 @@ def test_bundled_data_is_the_whole_data_set(raw_frame):
     assert len(raw_frame) == 541_909
     assert raw_frame["CustomerID"].isna().sum() == 135_080
     assert raw_frame.loc[0, ["InvoiceNo", "CustomerID", "InvoiceDate"]].tolist() == [
-        "536365", "17850.0", "2010-12-01 08:26:00",
+        "536365",
+        "17850.0",
+        "2010-12-01 08:26:00",
     ]
 
 
@@ -78,10 +82,17 @@ def test_every_customer_matches_the_hand_computed_features(first_run, reference)
     joined = segments.join(expected, rsuffix="_expected")
     for f in FEATURES:
         got, want = joined[f].astype("float64"), joined[f"{f}_expected"].astype("float64")
-        assert ((got - want).abs() <= 1e-6 * want.abs().clip(lower=1)).where(want.notna(), got.isna()).all(), f
+        assert (
+            ((got - want).abs() <= 1e-6 * want.abs().clip(lower=1)).where(want.notna(), got.isna()).all()
+        ), f
     assert (joined["excluded_reason"].fillna("") == joined["excluded_reason_expected"].fillna("")).all()
     # a few customers spelled out: 12346 bought 74,215 units once and returned them all
-    assert segments.loc["12346", ["frequency", "gross", "returns", "monetary"]].tolist() == [1, 77183.6, 77183.6, 0.0]
+    assert segments.loc["12346", ["frequency", "gross", "returns", "monetary"]].tolist() == [
+        1,
+        77183.6,
+        77183.6,
+        0.0,
+    ]
     assert segments.loc["12346", "excluded_reason"] == "non_positive_monetary"
     # 17850 (the data set's first customer): 34 orders, last on 2011-02-02, 87.73 returned
     assert segments.loc["17850", ["recency_days", "frequency", "tenure_days"]].tolist() == [373, 34, 374]
@@ -95,8 +106,13 @@ def test_output_layout_and_types(first_run):
     assert not (out / "_staging").exists()
     schema = pq.read_schema(next((out / "segments" / f"snapshot_date={SNAPSHOT}").glob("*.parquet")))
     types = {name: str(schema.field(name).type) for name in schema.names}
-    assert {k: types[k] for k in ("customer_id", "recency_days", "frequency", "tenure_days", "segment_id")} == {
-        "customer_id": "string", "recency_days": "int32", "frequency": "int32", "tenure_days": "int32",
+    assert {
+        k: types[k] for k in ("customer_id", "recency_days", "frequency", "tenure_days", "segment_id")
+    } == {
+        "customer_id": "string",
+        "recency_days": "int32",
+        "frequency": "int32",
+        "tenure_days": "int32",
         "segment_id": "int32",
     }
     for f in ("gross", "returns", "monetary", "avg_order_value", "distance_to_center"):
@@ -107,7 +123,15 @@ def test_output_layout_and_types(first_run):
     on_disk = json.loads((out / "manifests" / f"snapshot_date={SNAPSHOT}" / "manifest.json").read_text())
     assert (out / "manifests" / f"snapshot_date={SNAPSHOT}" / "_SUCCESS").exists()
     assert on_disk["run_id"] == manifest["run_id"] and on_disk["chosen_k"] == manifest["chosen_k"]
-    assert set(on_disk["timings_s"]) >= {"read", "validate", "features", "prepare", "model", "profile", "write"}
+    assert set(on_disk["timings_s"]) >= {
+        "read",
+        "validate",
+        "features",
+        "prepare",
+        "model",
+        "profile",
+        "write",
+    }
     assert (out / "models" / f"snapshot_date={SNAPSHOT}" / "pipeline" / "metadata").is_dir()
     assert set(segments["run_id"]) == {manifest["run_id"]}
 
@@ -115,7 +139,10 @@ def test_output_layout_and_types(first_run):
 def test_segments_profiles_and_elbow_agree(first_run):
     out, manifest, segments = first_run
     clustered = segments[segments["excluded_reason"].isna()]
-    assert clustered["segment_id"].notna().all() and segments.loc[segments["excluded_reason"].notna(), "segment_id"].isna().all()
+    assert (
+        clustered["segment_id"].notna().all()
+        and segments.loc[segments["excluded_reason"].notna(), "segment_id"].isna().all()
+    )
     k = manifest["chosen_k"]
     assert sorted(clustered["segment_id"].astype(int).unique()) == list(range(1, k + 1))
     profiles = pd.read_parquet(out / "profiles").set_index("segment_id")
@@ -136,8 +163,12 @@ def test_segments_profiles_and_elbow_agree(first_run):
     # RFM scores for every customer with a purchase
     bought = segments[segments["frequency"] > 0]
     assert bought[["r_score", "f_score", "m_score"]].isin([1, 2, 3, 4, 5]).all().all()
-    assert (bought["rfm_score"] == bought["r_score"].astype(int).astype(str) + bought["f_score"].astype(int).astype(str)
-            + bought["m_score"].astype(int).astype(str)).all()
+    assert (
+        bought["rfm_score"]
+        == bought["r_score"].astype(int).astype(str)
+        + bought["f_score"].astype(int).astype(str)
+        + bought["m_score"].astype(int).astype(str)
+    ).all()
     rfm = pd.read_parquet(out / "rfm_profiles")
     assert rfm["customers"].sum() == len(bought)
 
@@ -165,5 +196,8 @@ def test_past_snapshot_rerun_and_failed_run(spark, first_run, raw_frame):
         run_segmentation(spark, _cfg(out, k=5000))
     current = json.loads((out / "manifests" / f"snapshot_date={SNAPSHOT}" / "manifest.json").read_text())
     assert current["run_id"] == again["run_id"]
-    assert sorted(p.name for p in (out / "segments").iterdir()) == ["snapshot_date=2011-06-01", f"snapshot_date={SNAPSHOT}"]
+    assert sorted(p.name for p in (out / "segments").iterdir()) == [
+        "snapshot_date=2011-06-01",
+        f"snapshot_date={SNAPSHOT}",
+    ]
     assert not (out / "_staging").exists() and not (out / "_trash").exists()

@@ -7,10 +7,19 @@ from pyspark.sql import functions as F
 
 from segmentation.features import customer_features, with_line_kind
 
-LINE_SCHEMA = "_customer_id string, _order_id string, _ts string, _quantity decimal(18,3), _unit_price decimal(18,6)"
+LINE_SCHEMA = (
+    "_customer_id string, _order_id string, _ts string, _quantity decimal(18,3), _unit_price decimal(18,6)"
+)
 FEATURE_COLUMNS = [
-    "customer_id", "recency_days", "frequency", "tenure_days", "gross", "returns", "monetary",
-    "avg_order_value", "excluded_reason",
+    "customer_id",
+    "recency_days",
+    "frequency",
+    "tenure_days",
+    "gross",
+    "returns",
+    "monetary",
+    "avg_order_value",
+    "excluded_reason",
 ]
 
 
@@ -20,7 +29,10 @@ def _lines(spark, rows, has_order_id=True):
     rows = [(c, o, t, Decimal(q), Decimal(p)) for c, o, t, q, p in rows]
     df = spark.createDataFrame(rows, LINE_SCHEMA)
     df = df.withColumns(
-        {"_ts": F.to_timestamp("_ts"), "_value": (F.col("_quantity") * F.col("_unit_price")).cast("decimal(38,9)")}
+        {
+            "_ts": F.to_timestamp("_ts"),
+            "_value": (F.col("_quantity") * F.col("_unit_price")).cast("decimal(38,9)"),
+        }
     )
     return df.transform(with_line_kind, return_prefix="C", has_order_id=has_order_id)
 

@@ -12,7 +12,11 @@ from segmentation.model import KFit, choose_k, knee_point, segment_order, sweep_
 from segmentation.prepare import capping_bounds, fit_preparation
 from segmentation.profile import centers_in_original_units, with_segment_columns
 
-PREP = {"features": ["recency_days", "frequency", "monetary"], "log1p": ["frequency", "monetary"], "cap_quantiles": None}
+PREP = {
+    "features": ["recency_days", "frequency", "monetary"],
+    "log1p": ["frequency", "monetary"],
+    "cap_quantiles": None,
+}
 
 
 def test_knee_point_on_a_classic_elbow():
@@ -50,10 +54,17 @@ def _blobs(spark, n_per_group=40, seed=1):
     for name, (r, f, m) in groups.items():
         for i in range(n_per_group):
             rows.append(
-                (f"{name}-{i}", max(0, int(r + rng.gauss(0, 2))), max(1, int(f * math.exp(rng.gauss(0, 0.1)))),
-                 m * math.exp(rng.gauss(0, 0.1)), name)
+                (
+                    f"{name}-{i}",
+                    max(0, int(r + rng.gauss(0, 2))),
+                    max(1, int(f * math.exp(rng.gauss(0, 0.1)))),
+                    m * math.exp(rng.gauss(0, 0.1)),
+                    name,
+                )
             )
-    return spark.createDataFrame(rows, "customer_id string, recency_days int, frequency int, monetary double, truth string")
+    return spark.createDataFrame(
+        rows, "customer_id string, recency_days int, frequency int, monetary double, truth string"
+    )
 
 
 def test_sweep_recovers_three_groups_with_stable_order(spark):
@@ -73,8 +84,13 @@ def test_sweep_recovers_three_groups_with_stable_order(spark):
     order = segment_order(assigned)
     centers = [list(c) for c in chosen.model.clusterCenters()]
     segmented = assigned.transform(with_segment_columns, order=order, centers=centers)
-    truth = {r.truth: r.ids for r in segmented.groupBy("truth").agg({"segment_id": "collect_set"}).withColumnRenamed(
-        "collect_set(segment_id)", "ids").collect()}
+    truth = {
+        r.truth: r.ids
+        for r in segmented.groupBy("truth")
+        .agg({"segment_id": "collect_set"})
+        .withColumnRenamed("collect_set(segment_id)", "ids")
+        .collect()
+    }
     # segment 1 is the highest-monetary group whatever KMeans numbered it
     assert truth == {"top": [1], "mid": [2], "low": [3]}
     distances = [r.distance_to_center for r in segmented.select("distance_to_center").collect()]
@@ -82,7 +98,9 @@ def test_sweep_recovers_three_groups_with_stable_order(spark):
 
     # centers back in original units are near the planted values
     scaler = prep_model.stages[-1]
-    original = centers_in_original_units(centers, list(scaler.mean), list(scaler.std), PREP["features"], PREP["log1p"])
+    original = centers_in_original_units(
+        centers, list(scaler.mean), list(scaler.std), PREP["features"], PREP["log1p"]
+    )
     top = original[next(c for c, s in order.items() if s == 1)]
     assert top["recency_days"] == pytest.approx(5, abs=2)
     assert top["monetary"] == pytest.approx(20000, rel=0.1)
@@ -100,8 +118,14 @@ def test_pipeline_model_round_trips_through_a_directory(spark, tmp_path):
     model = PipelineModel(stages=[*prep_model.stages, kmeans])
     model.write().overwrite().save(str(tmp_path / "m"))
     loaded = PipelineModel.load(str(tmp_path / "m"))
-    before = {r.customer_id: r.cluster for r in model.transform(customers).select("customer_id", "cluster").collect()}
-    after = {r.customer_id: r.cluster for r in loaded.transform(customers).select("customer_id", "cluster").collect()}
+    before = {
+        r.customer_id: r.cluster
+        for r in model.transform(customers).select("customer_id", "cluster").collect()
+    }
+    after = {
+        r.customer_id: r.cluster
+        for r in loaded.transform(customers).select("customer_id", "cluster").collect()
+    }
     assert before == after and len(before) == 60
 
 
@@ -109,8 +133,6 @@ def test_capping_bounds_clip_the_extremes(spark):
     df = spark.createDataFrame([(float(i),) for i in range(1, 101)] + [(1e9,)], "monetary double")
     bounds = capping_bounds(df, ["monetary"], [], [0.0, 0.99])
     assert bounds["monetary"] == (1.0, 100.0)
-    prep_model, _ = fit_preparation(
-        df, {"features": ["monetary"], "log1p": [], "cap_quantiles": [0.0, 0.99]}
-    )
+    prep_model, _ = fit_preparation(df, {"features": ["monetary"], "log1p": [], "cap_quantiles": [0.0, 0.99]})
     top = prep_model.transform(df).agg({"monetary__prepared": "max"}).first()[0]
     assert top == 100.0

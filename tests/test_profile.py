@@ -53,13 +53,24 @@ def test_build_profiles_shares_and_centers():
     stats = []
     for sid, n, revenue in [(1, 10, 900.0), (2, 30, 100.0)]:
         row = {"segment_id": sid, "customers": n, "revenue": revenue}
-        for f in ("recency_days", "frequency", "tenure_days", "gross", "returns", "monetary", "avg_order_value"):
+        for f in (
+            "recency_days",
+            "frequency",
+            "tenure_days",
+            "gross",
+            "returns",
+            "monetary",
+            "avg_order_value",
+        ):
             row[f"mean_{f}"] = float(sid)
             row[f"median_{f}"] = float(sid)
         stats.append(row)
-    profiles = build_profiles(stats, {1: "Champions", 2: "Hibernating"}, {1: {"monetary": 90.0}, 2: {"monetary": 3.0}},
-                              ["monetary"])
-    assert [(p["segment_name"], p["share_customers"], p["share_revenue"], p["center_monetary"]) for p in profiles] == [
+    profiles = build_profiles(
+        stats, {1: "Champions", 2: "Hibernating"}, {1: {"monetary": 90.0}, 2: {"monetary": 3.0}}, ["monetary"]
+    )
+    assert [
+        (p["segment_name"], p["share_customers"], p["share_revenue"], p["center_monetary"]) for p in profiles
+    ] == [
         ("Champions", 0.25, 0.9, 90.0),
         ("Hibernating", 0.75, 0.1, 3.0),
     ]

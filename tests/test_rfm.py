@@ -56,7 +56,11 @@ def test_quantile_scores_on_distinct_values(spark):
 
 def test_tied_frequency_falls_back_to_documented_breakpoints(spark):
     # most customers bought once: quantiles of frequency tie at 1
-    rows = [(f"c{i}", i, 1, float(i)) for i in range(1, 9)] + [("a", 3, 2, 50.0), ("b", 2, 4, 60.0), ("c", 1, 9, 70.0)]
+    rows = [(f"c{i}", i, 1, float(i)) for i in range(1, 9)] + [
+        ("a", 3, 2, 50.0),
+        ("b", 2, 4, 60.0),
+        ("c", 1, 9, 70.0),
+    ]
     df = spark.createDataFrame(rows, SCHEMA)
     bp = rfm_breakpoints(df)
     assert bp["frequency"]["breakpoints"] == FALLBACK_BREAKPOINTS["frequency"]
@@ -80,10 +84,19 @@ def test_rfm_profiles_and_actions(spark):
     df = spark.createDataFrame(rows, SCHEMA)
     scored = df.transform(with_rfm_scores, breakpoints=rfm_breakpoints(df))
     profiles = rfm_segment_profiles(scored).collect()
-    assert [p.rfm_segment for p in profiles] == ["Potential loyalists", "New customers", "Need attention",
-                                                 "Can't lose them", "At risk"]
+    assert [p.rfm_segment for p in profiles] == [
+        "Potential loyalists",
+        "New customers",
+        "Need attention",
+        "Can't lose them",
+        "At risk",
+    ]
     assert sum(p.customers for p in profiles) == 10
     assert sum(p.share_revenue for p in profiles) == pytest.approx(1.0)
     cant_lose = next(p for p in profiles if p.rfm_segment == "Can't lose them")
-    assert (cant_lose.customers, cant_lose.revenue, cant_lose.action) == (2, 1900.0, RFM_ACTIONS["Can't lose them"])
+    assert (cant_lose.customers, cant_lose.revenue, cant_lose.action) == (
+        2,
+        1900.0,
+        RFM_ACTIONS["Can't lose them"],
+    )
     assert segment_action("At risk (2)") == segment_action("At risk")

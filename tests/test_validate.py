@@ -39,12 +39,23 @@ def _raw(spark, rows, columns=COLUMNS):
 
 def test_normalize_customer_id(spark):
     source = spark.createDataFrame(
-        [("17850.0",), (" 17850 ",), ("17850.00",), ("A-17.0x",), ("",), ("   ",), (None,), ("12.5",), ("\t42\n",)],
+        [
+            ("17850.0",),
+            (" 17850 ",),
+            ("17850.00",),
+            ("A-17.0x",),
+            ("",),
+            ("   ",),
+            (None,),
+            ("12.5",),
+            ("\t42\n",),
+        ],
         "id string",
     )
     actual = source.select(normalize_customer_id(F.col("id")).alias("id"))
     expected = spark.createDataFrame(
-        [("17850",), ("17850",), ("17850",), ("A-17.0x",), (None,), (None,), (None,), ("12.5",), ("42",)], "id string"
+        [("17850",), ("17850",), ("17850",), ("A-17.0x",), (None,), (None,), (None,), ("12.5",), ("42",)],
+        "id string",
     )
     chispa.assert_df_equality(actual, expected)
 
@@ -101,7 +112,11 @@ def test_duplicates_kept_when_configured(spark):
 def test_parsed_values_are_exact_decimals(spark):
     raw = _raw(spark, [("1", "A", " 3 ", "2011-01-01 10:00:00", "0.1", "7")])
     row = classify_rows(raw, _input_cfg(), True, original_columns(raw)).first()
-    assert (str(row["_quantity"]), str(row["_unit_price"]), str(row["_value"])) == ("3.000", "0.100000", "0.300000000")
+    assert (str(row["_quantity"]), str(row["_unit_price"]), str(row["_value"])) == (
+        "3.000",
+        "0.100000",
+        "0.300000000",
+    )
     assert row["_customer_id"] == "7"
 
 
@@ -109,15 +124,26 @@ def test_amount_mode_reasons(spark):
     columns = ["order", "ts", "Total (GBP)", "cust"]
     raw = _raw(
         spark,
-        [("1", "2011-01-01 10:00:00", "10", "a"), ("2", "2011-01-01 10:00:00", "0", "a"),
-         ("3", "2011-01-01 10:00:00", "ten", "a"), ("4", "2011-01-01 10:00:00", "-5", "a")],
+        [
+            ("1", "2011-01-01 10:00:00", "10", "a"),
+            ("2", "2011-01-01 10:00:00", "0", "a"),
+            ("3", "2011-01-01 10:00:00", "ten", "a"),
+            ("4", "2011-01-01 10:00:00", "-5", "a"),
+        ],
         columns,
     )
-    cfg = _input_cfg(customer_id="cust", order_id="order", timestamp="ts", quantity=None, unit_price=None,
-                     amount="Total (GBP)")
+    cfg = _input_cfg(
+        customer_id="cust",
+        order_id="order",
+        timestamp="ts",
+        quantity=None,
+        unit_price=None,
+        amount="Total (GBP)",
+    )
     actual = classify_rows(raw, cfg, True, original_columns(raw)).select("order", "reject_reason")
     expected = spark.createDataFrame(
-        [("1", None), ("2", "non_positive_price"), ("3", "invalid_number"), ("4", None)], "order string, reject_reason string"
+        [("1", None), ("2", "non_positive_price"), ("3", "invalid_number"), ("4", None)],
+        "order string, reject_reason string",
     )
     chispa.assert_df_equality(actual, expected, ignore_row_order=True)
 
@@ -134,7 +160,8 @@ def test_after_snapshot_is_checked_last(spark):
     )
     actual = classified.select("InvoiceNo", "reject_reason")
     expected = spark.createDataFrame(
-        [("1", None), ("2", "after_snapshot"), ("3", "non_positive_price")], "InvoiceNo string, reject_reason string"
+        [("1", None), ("2", "after_snapshot"), ("3", "non_positive_price")],
+        "InvoiceNo string, reject_reason string",
     )
     chispa.assert_df_equality(actual, expected, ignore_row_order=True)
 
@@ -153,8 +180,10 @@ def test_csv_reader_flags_malformed_rows_and_keeps_spaces_in_names(spark, tmp_pa
     classified = classify_rows(raw, _input_cfg(), True, original_columns(raw))
     actual = rejects_table(classified, original_columns(raw)).select("InvoiceNo", "raw_line", "reject_reason")
     expected = spark.createDataFrame(
-        [("2", "2,A,6,2011-01-01 10:00:00", "malformed_row"),
-         ("3", "3,A,6,2011-01-01 10:00:00,2.5,17850.0,extra", "malformed_row")],
+        [
+            ("2", "2,A,6,2011-01-01 10:00:00", "malformed_row"),
+            ("3", "3,A,6,2011-01-01 10:00:00,2.5,17850.0,extra", "malformed_row"),
+        ],
         "InvoiceNo string, raw_line string, reject_reason string",
     )
     chispa.assert_df_equality(actual, expected, ignore_row_order=True)
@@ -175,7 +204,9 @@ def test_missing_mapped_columns_are_named(spark, tmp_path):
 
 def test_missing_input_is_named(spark, tmp_path):
     with pytest.raises(InputError, match=r"input not found: .*/nothing/\*\.csv"):
-        read_transactions(spark, {**_input_cfg(), "path": str(tmp_path / "nothing" / "*.csv"), "format": "csv"})
+        read_transactions(
+            spark, {**_input_cfg(), "path": str(tmp_path / "nothing" / "*.csv"), "format": "csv"}
+        )
 
 
 def test_empty_csv_file_is_explained(spark, tmp_path):
