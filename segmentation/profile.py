@@ -80,45 +80,55 @@ def _level(value: float, quartiles: tuple[float, float, float], higher_is_better
     return level
 
 
-def segment_name(medians: dict[str, float], quartiles: dict[str, tuple]) -> str:
-    """Name a segment from its median recency, frequency, monetary and tenure (first matching rule).
+def candidate_names(medians: dict[str, float], quartiles: dict[str, tuple]) -> list[str]:
+    """Every naming rule a segment's medians satisfy, in rule order (the first is its name).
 
     R, F, M, T levels are high / mid / low against the clustered customers' quartiles (R inverted:
     recent = high). Rules, in order: Champions (R, F, M high); Loyal (R not low, F high); Big spenders
     (R not low, M high); New (T low, F not high: first bought recently); Promising (R high); At risk (R low,
-    F or M not low); Hibernating (R low); Needs attention (everything else).
+    F or M not low); Hibernating (R low); Needs attention (none of these).
     """
     r = _level(medians["recency_days"], quartiles["recency_days"], higher_is_better=False)
     f = _level(medians["frequency"], quartiles["frequency"])
     m = _level(medians["monetary"], quartiles["monetary"])
     t = _level(medians["tenure_days"], quartiles["tenure_days"])
-    if r == "high" and f == "high" and m == "high":
-        return "Champions"
-    if r != "low" and f == "high":
-        return "Loyal"
-    if r != "low" and m == "high":
-        return "Big spenders"
-    if t == "low" and f != "high":
-        return "New"
-    if r == "high":
-        return "Promising"
-    if r == "low" and (f != "low" or m != "low"):
-        return "At risk"
-    if r == "low":
-        return "Hibernating"
-    return "Needs attention"
+    rules = [
+        ("Champions", r == "high" and f == "high" and m == "high"),
+        ("Loyal", r != "low" and f == "high"),
+        ("Big spenders", r != "low" and m == "high"),
+        ("New", t == "low" and f != "high"),
+        ("Promising", r == "high"),
+        ("At risk", r == "low" and (f != "low" or m != "low")),
+        ("Hibernating", r == "low"),
+    ]
+    return [name for name, matches in rules if matches] or ["Needs attention"]
+
+
+def segment_name(medians: dict[str, float], quartiles: dict[str, tuple]) -> str:
+    """Name a segment from its median recency, frequency, monetary and tenure (first matching rule)."""
+    return candidate_names(medians, quartiles)[0]
 
 
 def name_segments(
     medians_by_segment: dict[int, dict[str, float]], quartiles: dict[str, tuple]
 ) -> dict[int, str]:
-    """Names for all segments; a repeated name gets " (2)", " (3)" in segment-id order so names stay unique."""
+    """Unique names for all segments, in segment-id order (most valuable first).
+
+    A segment whose first name is taken gets its next matching rule (two "Champions" groups: the second
+    is "Loyal" if it also qualifies); when every rule it matches is taken, the first with " (2)", " (3)".
+    """
     names: dict[int, str] = {}
-    seen: dict[str, int] = {}
+    used: dict[str, int] = {}
     for segment_id in sorted(medians_by_segment):
-        base = segment_name(medians_by_segment[segment_id], quartiles)
-        seen[base] = seen.get(base, 0) + 1
-        names[segment_id] = base if seen[base] == 1 else f"{base} ({seen[base]})"
+        candidates = candidate_names(medians_by_segment[segment_id], quartiles)
+        name = next((c for c in candidates if c not in used), None)
+        if name is None:
+            base = candidates[0]
+            used[base] += 1
+            name = f"{base} ({used[base]})"
+        else:
+            used[name] = 1
+        names[segment_id] = name
     return names
 
 

@@ -24,7 +24,7 @@ from segmentation.io import HadoopFs
 log = logging.getLogger(__name__)
 
 #: Tables in the order they are moved into place; the manifest (with its success marker) comes last.
-TABLES = ("segments", "profiles", "rfm_profiles", "elbow", "rejects", "models", "manifests")
+TABLES = ("segments", "profiles", "rfm_profiles", "elbow", "rejects", "models", "reports", "manifests")
 
 
 def absolute_output_path(path: str) -> str:
@@ -76,6 +76,16 @@ class SnapshotPublisher:
     def save_model(self, model: PipelineModel, metadata: dict[str, Any]) -> None:
         model.write().overwrite().save(f"{self.staged('models')}/pipeline")
         self.fs.write_text(f"{self.staged('models')}/segment_map.json", json.dumps(metadata, indent=2))
+
+    def copy_local_dir(self, table: str, local_dir: str) -> None:
+        """Copy the files of a local directory (e.g. the report) into the table's staged partition."""
+        target = self.staged(table)
+        self.fs.mkdirs(target)
+        for path in sorted(Path(local_dir).iterdir()):
+            if path.is_file():
+                self.fs.fs.copyFromLocalFile(
+                    False, True, self.fs.path(str(path)), self.fs.path(f"{target}/{path.name}")
+                )
 
     def write_manifest(self, manifest: dict[str, Any]) -> None:
         self.fs.mkdirs(self.staged("manifests"))

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
+import matplotlib.colors as mcolors
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
@@ -26,6 +27,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, MaxNLocator
+from pyspark.ml.feature import Bucketizer
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -47,8 +49,8 @@ HIST_BINS = 40
 DPI = 110
 
 #: One colour per segment id, the same in every figure: tab10, then the light half of tab20 beyond 10 segments.
-_TAB10 = [matplotlib.colors.to_hex(c) for c in matplotlib.colormaps["tab10"].colors]
-_TAB20_LIGHT = [matplotlib.colors.to_hex(c) for c in matplotlib.colormaps["tab20"].colors[1::2]]
+_TAB10 = [mcolors.to_hex(c) for c in matplotlib.colormaps["tab10"].colors]
+_TAB20_LIGHT = [mcolors.to_hex(c) for c in matplotlib.colormaps["tab20"].colors[1::2]]
 SEGMENT_PALETTE = tuple(_TAB10 + _TAB20_LIGHT)
 
 #: The RFM segment names in the order of the RFM map (most valuable first).
@@ -231,18 +233,28 @@ def feature_histograms(
 ) -> dict[str, Histogram]:
     """Histogram counts per segment and bin for every feature, in one Spark job over all clustered customers.
 
-    A value's bin is the number of inner edges it reaches (so values outside the range land in the end bins and
-    nulls in none); the edges are those of `histogram_specs`, in the feature's own units.
+    Bins come from Spark ML's Bucketizer (a binary search in the JVM, arbitrary edges) with open outer edges, so
+    every non-null value is counted; null stays null and NaN goes to an extra bucket, both left out.
     """
     if not specs:
         return {}
-    cells = []
-    for f, (_, edges) in specs.items():
-        value = F.col(f).cast("double")
-        index = sum(((value >= F.lit(float(e))).cast("int") for e in edges[1:-1]), F.lit(0))
-        cells.append(F.struct(F.lit(f).alias("feature"), F.when(value.isNotNull(), index).alias("bin")))
+    features = list(specs)
+    bucketizer = Bucketizer(
+        inputCols=[f"_v{i}" for i in range(len(features))],
+        outputCols=[f"_b{i}" for i in range(len(features))],
+        splitsArray=[[-math.inf, *(float(e) for e in specs[f][1][1:-1]), math.inf] for f in features],
+        handleInvalid="keep",
+    )
+    values_df = clustered_df.select(
+        "segment_id", *(F.col(f).cast("double").alias(f"_v{i}") for i, f in enumerate(features))
+    )
+    cells = [
+        F.struct(F.lit(f).alias("feature"), F.col(f"_b{i}").cast("int").alias("bin"))
+        for i, f in enumerate(features)
+    ]
     rows = (
-        clustered_df.select("segment_id", F.inline(F.array(*cells)))
+        bucketizer.transform(values_df)
+        .select("segment_id", F.inline(F.array(*cells)))
         .filter(F.col("bin").isNotNull())
         .groupBy("segment_id", "feature", "bin")
         .count()
@@ -250,10 +262,15 @@ def feature_histograms(
     )
     counts: dict[str, dict[int, list[int]]] = {f: {} for f in specs}
     for r in rows:
-        per_segment = counts[r["feature"]].setdefault(int(r["segment_id"]), [0] * (len(specs[r["feature"]][1]) - 1))
+        bins = len(specs[r["feature"]][1]) - 1
+        if int(r["bin"]) >= bins:  # NaN
+            continue
+        per_segment = counts[r["feature"]].setdefault(int(r["segment_id"]), [0] * bins)
         per_segment[int(r["bin"])] += int(r["count"])
     return {
-        f: Histogram(f, use_log, [math.log1p(e) if use_log else e for e in edges], dict(sorted(counts[f].items())))
+        f: Histogram(
+            f, use_log, [math.log1p(e) if use_log else e for e in edges], dict(sorted(counts[f].items()))
+        )
         for f, (use_log, edges) in specs.items()
     }
 
@@ -270,7 +287,9 @@ def sample_customers(
     if max_points <= 0 or population <= 0:
         return pd.DataFrame(columns=["customer_id", *columns])
     scale = float(1 << 53)
-    u = F.pmod(F.xxhash64(F.col("customer_id"), F.lit(int(seed))), F.lit(1 << 53)).cast("double") / F.lit(scale)
+    u = F.pmod(F.xxhash64(F.col("customer_id"), F.lit(int(seed))), F.lit(1 << 53)).cast("double") / F.lit(
+        scale
+    )
     ranked_df = clustered_df.select("customer_id", *columns, u.alias("_u"))
     keep = (max_points * 1.05 + 5.0 * math.sqrt(max_points) + 10.0) / population
     if keep < 1.0:
@@ -289,11 +308,15 @@ def collect_report_data(
 ) -> ReportData:
     """Reduce a run's customers to what the report draws: aggregates over all of them, a bounded sample.
 
-    Three Spark jobs over the needed columns (cached for the duration): cell statistics, histogram counts and
-    the sample. The driver receives a few hundred aggregate rows and at most `max_points` sampled customers.
+    Three Spark jobs over the needed columns: cell statistics, histogram counts and the sample. The columns are
+    cached for the duration unless `segments_df` is cached already. The driver receives a few hundred aggregate
+    rows and at most `max_points` sampled customers.
     """
     needed = ["customer_id", *_CELL_KEYS, *FEATURE_COLUMNS]
-    narrow_df = segments_df.select(*needed).persist()
+    own_cache = not segments_df.is_cached  # a caller's cache serves as well: never hold the data twice
+    narrow_df = segments_df.select(*needed)
+    if own_cache:
+        narrow_df = narrow_df.persist()
     try:
         cells = cell_statistics(narrow_df)
         clustered_cells = cells[cells["segment_id"].notna()]
@@ -303,25 +326,20 @@ def collect_report_data(
             for sid, group in clustered_cells.groupby("segment_id")
         }
         excluded_cells = cells[cells["segment_id"].isna()]
-        excluded = {
-            str(reason if reason is not None else "unknown"): int(n)
-            for reason, n in excluded_cells.groupby(
-                excluded_cells["excluded_reason"].fillna("unknown"), sort=True
-            )["customers"]
-            .sum()
-            .items()
-        }
+        by_reason = excluded_cells.groupby(excluded_cells["excluded_reason"].fillna("unknown"))[
+            "customers"
+        ].sum()
+        excluded = {str(reason): int(n) for reason, n in by_reason.items()}
         clustered = int(clustered_cells["customers"].sum())
         clustered_df = narrow_df.filter(F.col("segment_id").isNotNull())
         integer_features = [
             field.name for field in segments_df.schema.fields if isinstance(field.dataType, T.IntegralType)
         ]
         histograms = feature_histograms(clustered_df, histogram_specs(feature_stats, integer_features))
-        sample = sample_customers(
-            clustered_df, clustered, max_points, seed, ["segment_id", *PAIR_FEATURES]
-        )
+        sample = sample_customers(clustered_df, clustered, max_points, seed, ["segment_id", *PAIR_FEATURES])
     finally:
-        narrow_df.unpersist()
+        if own_cache:
+            narrow_df.unpersist()
     return ReportData(
         manifest=dict(manifest),
         elbow=sorted((dict(e) for e in elbow), key=lambda e: e["k"]),
@@ -358,7 +376,9 @@ def segment_rfm_crosstab(data: ReportData) -> pd.DataFrame:
     clustered = data.cells[data.cells["segment_id"].notna()]
     table = (
         clustered.assign(rfm_segment=clustered["rfm_segment"].fillna("not scored"))
-        .pivot_table(index="segment_id", columns="rfm_segment", values="customers", aggfunc="sum", fill_value=0)
+        .pivot_table(
+            index="segment_id", columns="rfm_segment", values="customers", aggfunc="sum", fill_value=0
+        )
         .reindex(index=data.segment_ids, fill_value=0)
     )
     extra = sorted(c for c in table.columns if c not in RFM_SEGMENTS)
@@ -405,7 +425,11 @@ def axis_label(feature: str, currency: str = "currency units") -> str:
 
 
 def _short_label(feature: str, currency: str = "currency units") -> str:
-    short = {"recency_days": "recency\n(days)", "frequency": "frequency\n(orders)", "tenure_days": "tenure\n(days)"}
+    short = {
+        "recency_days": "recency\n(days)",
+        "frequency": "frequency\n(orders)",
+        "tenure_days": "tenure\n(days)",
+    }
     return short.get(feature, axis_label(feature, currency).replace(" (", "\n("))
 
 
@@ -431,11 +455,14 @@ def _log1p_ticks(ax: Axes, axis: str, max_ticks: int = 8) -> None:
     target.set_ticks([math.log1p(v) for v in values], labels=[_compact(v) for v in values])
 
 
-def _plotted(feature: str, values: np.ndarray | pd.Series, log1p: bool | None = None) -> np.ndarray:
+def _plotted(values: Iterable[float], log1p: bool) -> np.ndarray:
+    """Values in plotted space: log1p(value) on a log axis."""
     values = np.asarray(values, dtype=float)
-    if log1p is None:
-        log1p = feature in LOG1P_FEATURES and bool(np.nanmin(values, initial=0.0) >= 0)
     return np.log1p(values) if log1p else values
+
+
+def _tick_label(v: float, _: Any = None) -> str:
+    return f"{v:,.0f}" if abs(v) >= 100 or v == int(v) else f"{v:g}"
 
 
 def _format_axis(ax: Axes, axis: str, log1p: bool, max_ticks: int = 8) -> None:
@@ -443,7 +470,7 @@ def _format_axis(ax: Axes, axis: str, log1p: bool, max_ticks: int = 8) -> None:
         _log1p_ticks(ax, axis, max_ticks)
     else:
         target = ax.xaxis if axis == "x" else ax.yaxis
-        target.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
+        target.set_major_formatter(FuncFormatter(_tick_label))
 
 
 def _segment_handles(data: ReportData, ids: Iterable[int] | None = None, marker: str = "o") -> list[Line2D]:
@@ -485,7 +512,11 @@ def figure_elbow(data: ReportData) -> Figure:
     ax.plot(ks, wcss, "-o", color="#1f4e79", lw=2, ms=6, label="WCSS per k")
     if len(ks) >= 3:
         ax.plot(
-            [ks[0], ks[-1]], [wcss[0], wcss[-1]], ":", color="grey", lw=1.5,
+            [ks[0], ks[-1]],
+            [wcss[0], wcss[-1]],
+            ":",
+            color="grey",
+            lw=1.5,
             label="chord first to last k (the knee is farthest below it)",
         )
     for e in data.elbow:
@@ -493,15 +524,21 @@ def figure_elbow(data: ReportData) -> Figure:
             k, w = int(e["k"]), float(e["wcss"])
             ax.axvline(k, ls="--", color="#c0392b", lw=1.2)
             ax.plot([k], [w], "o", ms=16, mfc="none", mec="#c0392b", mew=2.5, label=f"chosen k = {k}")
+            last = k == max(ks)  # keep the label inside the axes
             ax.annotate(
-                f"chosen k = {k}", xy=(k, w), xytext=(14, 18), textcoords="offset points",
-                color="#c0392b", fontweight="bold",
+                f"chosen k = {k}",
+                xy=(k, w),
+                xytext=(-14 if last else 14, 18),
+                textcoords="offset points",
+                ha="right" if last else "left",
+                color="#c0392b",
+                fontweight="bold",
             )
     ax.set_title("Elbow curve: within-cluster sum of squares (WCSS) by k")
     ax.set_xlabel("k (number of segments)")
     ax.set_ylabel("WCSS (sum of squared distances,\nstandardised feature units)")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
+    ax.yaxis.set_major_formatter(FuncFormatter(_tick_label))
     ax.grid(alpha=0.3)
     ax.legend(loc="upper right")
     return fig
@@ -518,8 +555,15 @@ def figure_silhouette(data: ReportData) -> Figure:
     ax.bar(ks, values, color=colours, width=0.7)
     for k, s in zip(ks, scores):
         text = "n/a" if s is None else f"{float(s):.3f}"
-        ax.annotate(text, xy=(k, 0 if s is None else float(s)), xytext=(0, 3), textcoords="offset points",
-                    ha="center", va="bottom", fontsize=9)
+        ax.annotate(
+            text,
+            xy=(k, 0 if s is None else float(s)),
+            xytext=(0, 3),
+            textcoords="offset points",
+            ha="center",
+            va="bottom",
+            fontsize=9,
+        )
     top = max([v for v in values if v > 0], default=1.0)
     ax.set_ylim(min(0.0, min(values, default=0.0) * 1.2), top * 1.18)
     ax.set_title("Silhouette by k (higher = better separated segments)")
@@ -527,8 +571,10 @@ def figure_silhouette(data: ReportData) -> Figure:
     ax.set_ylabel("mean silhouette (-1 to 1)")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.axhline(0, color="black", lw=0.8)
-    ax.legend(handles=[Patch(color="#c0392b", label="chosen k"), Patch(color="#7f9cbf", label="other k")],
-              loc="upper right")
+    ax.legend(
+        handles=[Patch(color="#c0392b", label="chosen k"), Patch(color="#7f9cbf", label="other k")],
+        loc="upper right",
+    )
     return fig
 
 
@@ -540,17 +586,33 @@ def figure_segment_sizes(data: ReportData) -> Figure:
     y = np.arange(len(profiles))
     colours = [segment_colour(p["segment_id"]) for p in profiles]
     panels = [
-        ("share_customers", "customers", "Share of customers", "% of clustered customers",
-         lambda p: f"{int(p['customers']):,}"),
-        ("share_revenue", "revenue", "Share of revenue", f"% of revenue (sum of monetary, {data.currency})",
-         lambda p: f"{float(p['revenue']):,.0f}"),
+        (
+            "share_customers",
+            "customers",
+            "Share of customers",
+            "% of clustered customers",
+            lambda p: f"{int(p['customers']):,}",
+        ),
+        (
+            "share_revenue",
+            "revenue",
+            "Share of revenue",
+            f"% of revenue (sum of monetary, {data.currency})",
+            lambda p: f"{float(p['revenue']):,.0f}",
+        ),
     ]
     for ax, (key, _, title, xlabel, detail) in zip(axes, panels):
         values = [100.0 * float(p[key]) for p in profiles]
         ax.barh(y, values, color=colours, height=0.7)
         for yi, v, p in zip(y, values, profiles):
-            ax.annotate(f"{v:.1f}%  ({detail(p)})", xy=(v, yi), xytext=(4, 0), textcoords="offset points",
-                        va="center", fontsize=9)
+            ax.annotate(
+                f"{v:.1f}%  ({detail(p)})",
+                xy=(v, yi),
+                xytext=(4, 0),
+                textcoords="offset points",
+                va="center",
+                fontsize=9,
+            )
         ax.set_xlim(0, max(values, default=1.0) * 1.45 + 1)
         ax.set_title(title)
         ax.set_xlabel(xlabel)
@@ -574,13 +636,7 @@ def figure_profile_heatmap(data: ReportData) -> Figure:
             elif not math.isnan(mean):
                 z[i, j] = 0.0
     fig = Figure(figsize=(11.5, 2.4 + 0.55 * len(ids)), layout="constrained")
-    grid = fig.add_gridspec(1, 2, width_ratios=[0.35, len(features)], wspace=0.01)
-    strip, ax = fig.add_subplot(grid[0]), fig.add_subplot(grid[1])
-    strip.imshow(np.array([[matplotlib.colors.to_rgb(segment_colour(s))] for s in ids]), aspect="auto")
-    strip.set_xticks([])
-    strip.set_yticks(range(len(ids)), labels=[data.labels[s] for s in ids])
-    for side in ("top", "right", "bottom", "left"):
-        strip.spines[side].set_visible(False)
+    ax = _with_segment_strip(fig, data, ids, len(features))
     limit = 2.5
     image = ax.imshow(np.clip(z, -limit, limit), cmap="RdBu_r", vmin=-limit, vmax=limit, aspect="auto")
     for i, sid in enumerate(ids):
@@ -600,8 +656,28 @@ def figure_profile_heatmap(data: ReportData) -> Figure:
     return fig
 
 
-def _scatter(data: ReportData, ax: Axes, x: str, y: str, size: float, alpha: float, jitter: bool) -> tuple[bool, bool]:
-    """Draw the sample coloured by segment, big segments first so small ones stay visible; returns log flags."""
+def _with_segment_strip(fig: Figure, data: ReportData, ids: list[int], columns: int) -> Axes:
+    """A narrow strip of segment colours labelled "1 Champions" left of a segment x something matrix.
+
+    Returns the matrix's axes; rows line up with `ids`. Black labels beside a colour stay readable for every
+    palette colour, which tinted label text would not.
+    """
+    grid = fig.add_gridspec(1, 2, width_ratios=[0.35, columns], wspace=0.01)
+    strip, ax = fig.add_subplot(grid[0]), fig.add_subplot(grid[1])
+    strip.imshow(np.array([[mcolors.to_rgb(segment_colour(s))] for s in ids]), aspect="auto")
+    strip.set_xticks([])
+    strip.set_yticks(range(len(ids)), labels=[data.labels[s] for s in ids])
+    strip.tick_params(length=0)
+    for side in ("top", "right", "bottom", "left"):
+        strip.spines[side].set_visible(False)
+    return ax
+
+
+def _scatter(data: ReportData, ax: Axes, x: str, y: str, size: float, alpha: float) -> tuple[bool, bool]:
+    """Draw the sample coloured by segment, big segments first so small ones stay on top; returns log flags.
+
+    Whole-number features (JITTER) get a seeded jitter, reflected at 0 so that zeros do not pile up on the axis.
+    """
     sample = data.sample
     log_x = data.histograms[x].log1p if x in data.histograms else x in LOG1P_FEATURES
     log_y = data.histograms[y].log1p if y in data.histograms else y in LOG1P_FEATURES
@@ -609,30 +685,38 @@ def _scatter(data: ReportData, ax: Axes, x: str, y: str, size: float, alpha: flo
         return log_x, log_y
     rng = np.random.default_rng(data.seed)
     xs, ys = sample[x].to_numpy(dtype=float), sample[y].to_numpy(dtype=float)
-    if jitter:
-        xs = np.clip(xs + rng.uniform(-1, 1, len(xs)) * JITTER.get(x, 0.0), 0, None) if x in JITTER else xs
-        ys = np.clip(ys + rng.uniform(-1, 1, len(ys)) * JITTER.get(y, 0.0), 0, None) if y in JITTER else ys
-    px, py = _plotted(x, xs, log_x), _plotted(y, ys, log_y)
+    if x in JITTER:
+        xs = np.abs(xs + rng.uniform(-1, 1, len(xs)) * JITTER[x])
+    if y in JITTER:
+        ys = np.abs(ys + rng.uniform(-1, 1, len(ys)) * JITTER[y])
+    px, py = _plotted(xs, log_x), _plotted(ys, log_y)
     segments = sample["segment_id"].to_numpy()
     order = sorted(set(int(s) for s in segments), key=lambda s: -int((segments == s).sum()))
     for sid in order:
         mask = segments == sid
-        ax.scatter(px[mask], py[mask], s=size, alpha=alpha, color=segment_colour(sid), linewidths=0,
-                   rasterized=True)
+        ax.scatter(px[mask], py[mask], s=size, alpha=alpha, color=segment_colour(sid), linewidths=0)
     return log_x, log_y
 
 
 def _scatter_figure(data: ReportData, x: str, y: str, title: str) -> Figure:
     fig = Figure(figsize=(9.5, 6.8), layout="constrained")
     ax = fig.add_subplot()
-    log_x, log_y = _scatter(data, ax, x, y, size=7, alpha=0.45, jitter=True)
+    log_x, log_y = _scatter(data, ax, x, y, size=7, alpha=0.45)
     centres = []
     for p in data.profiles:
         if f"center_{x}" in p and f"center_{y}" in p:
             cx, cy = float(p[f"center_{x}"]), float(p[f"center_{y}"])
             centres.append(p["segment_id"])
-            ax.scatter(_plotted(x, [cx], log_x), _plotted(y, [cy], log_y), marker="*", s=380,
-                       color=segment_colour(p["segment_id"]), edgecolors="black", linewidths=1.3, zorder=5)
+            ax.scatter(
+                _plotted([cx], log_x),
+                _plotted([cy], log_y),
+                marker="*",
+                s=380,
+                color=segment_colour(p["segment_id"]),
+                edgecolors="black",
+                linewidths=1.3,
+                zorder=5,
+            )
     _format_axis(ax, "x", log_x)
     _format_axis(ax, "y", log_y)
     ax.set_xlabel(axis_label(x, data.currency) + (" - log scale" if log_x else ""))
@@ -640,8 +724,11 @@ def _scatter_figure(data: ReportData, x: str, y: str, title: str) -> Figure:
     ax.grid(alpha=0.25)
     handles = _segment_handles(data)
     if centres:
-        handles.append(Line2D([], [], ls="", marker="*", ms=14, mfc="white", mec="black",
-                              label="segment centre (KMeans)"))
+        handles.append(
+            Line2D(
+                [], [], ls="", marker="*", ms=14, mfc="white", mec="black", label="segment centre (KMeans)"
+            )
+        )
     ax.legend(handles=handles, title="segment", loc="best", framealpha=0.92)
     fig.suptitle(title)
     ax.set_title(_sample_note(data, short=True), fontsize=9, fontweight="normal", color="#444444")
@@ -661,6 +748,9 @@ def figure_pair_plot(data: ReportData) -> Figure:
     features = [f for f in PAIR_FEATURES if f in data.histograms]
     n = len(features)
     fig = Figure(figsize=(11.5, 11.5), layout="constrained")
+    if n == 0:  # no clustered customer with a value: say so rather than fail
+        fig.text(0.5, 0.5, "no clustered customers to plot", ha="center", va="center", fontsize=14)
+        return fig
     axes = np.atleast_2d(fig.subplots(n, n, sharex="col", squeeze=False))
     for i, fy in enumerate(features):
         for j, fx in enumerate(features):
@@ -679,7 +769,7 @@ def figure_pair_plot(data: ReportData) -> Figure:
                 ax.set_title(axis_label(fx, data.currency), fontsize=9.5)
                 log_x = hist.log1p
             else:
-                log_x, log_y = _scatter(data, ax, fx, fy, size=2.5, alpha=0.35, jitter=True)
+                log_x, log_y = _scatter(data, ax, fx, fy, size=2.5, alpha=0.35)
                 _format_axis(ax, "y", log_y, max_ticks=6)
                 ax.grid(alpha=0.2)
             if j == 0 and i > 0:
@@ -688,8 +778,14 @@ def figure_pair_plot(data: ReportData) -> Figure:
                 ax.set_xlabel(axis_label(fx, data.currency).replace(" (", "\n("))
                 _format_axis(ax, "x", log_x, max_ticks=6)
     if n > 1:
-        axes[0, n - 1].legend(handles=_segment_handles(data), title="segment", loc="upper right", fontsize=10,
-                              title_fontsize=10, frameon=False)
+        axes[0, n - 1].legend(
+            handles=_segment_handles(data),
+            title="segment",
+            loc="upper right",
+            fontsize=10,
+            title_fontsize=10,
+            frameon=False,
+        )
     fig.suptitle("Pair plot by segment (log axes for recency, frequency and monetary)")
     return fig
 
@@ -707,7 +803,9 @@ def figure_feature_distributions(data: ReportData) -> Figure:
         bottom = np.zeros(len(edges) - 1)
         for sid in data.segment_ids:
             counts = np.asarray(hist.counts.get(sid, [0] * (len(edges) - 1)), dtype=float)
-            ax.stairs(bottom + counts, edges, baseline=bottom, fill=True, color=segment_colour(sid), linewidth=0)
+            ax.stairs(
+                bottom + counts, edges, baseline=bottom, fill=True, color=segment_colour(sid), linewidth=0
+            )
             bottom = bottom + counts
         ax.set_xlim(edges[0], edges[-1])
         _format_axis(ax, "x", hist.log1p, max_ticks=6)
@@ -716,12 +814,17 @@ def figure_feature_distributions(data: ReportData) -> Figure:
         ax.set_ylabel("customers")
         ax.set_title(f.replace("_", " "))
         ax.grid(axis="y", alpha=0.3)
-    for ax in axes[len(features):]:
+    for ax in axes[len(features) :]:
         ax.axis("off")
     if len(features) < len(axes):
-        axes[len(features)].legend(handles=[Patch(color=segment_colour(s), label=data.labels[s])
-                                            for s in data.segment_ids],
-                                   title="segment", loc="center", fontsize=10, title_fontsize=10, frameon=False)
+        axes[len(features)].legend(
+            handles=[Patch(color=segment_colour(s), label=data.labels[s]) for s in data.segment_ids],
+            title="segment",
+            loc="center",
+            fontsize=10,
+            title_fontsize=10,
+            frameon=False,
+        )
     fig.suptitle(f"Feature distributions by segment: all {data.clustered:,} clustered customers, stacked")
     return fig
 
@@ -732,14 +835,17 @@ def figure_rfm_grid(data: ReportData) -> Figure:
     names = {(r, f): name for name, rs, fs in RFM_SEGMENT_RULES for r in rs for f in fs}
     fig = Figure(figsize=(10, 7.6), layout="constrained")
     ax = fig.add_subplot()
-    image = ax.imshow(grid, origin="lower", cmap="Blues", extent=(0.5, 5.5, 0.5, 5.5),
-                      vmin=0, vmax=max(int(grid.max()), 1))
+    image = ax.imshow(
+        grid, origin="lower", cmap="Blues", extent=(0.5, 5.5, 0.5, 5.5), vmin=0, vmax=max(int(grid.max()), 1)
+    )
     top = max(int(grid.max()), 1)
     for r in range(1, 6):
         for f in range(1, 6):
             n = int(grid[r - 1, f - 1])
             colour = "white" if n > 0.55 * top else "black"
-            ax.text(f, r + 0.1, f"{n:,}", ha="center", va="center", fontsize=12, fontweight="bold", color=colour)
+            ax.text(
+                f, r + 0.1, f"{n:,}", ha="center", va="center", fontsize=12, fontweight="bold", color=colour
+            )
             ax.text(f, r - 0.22, names.get((r, f), ""), ha="center", va="center", fontsize=8, color=colour)
             if f < 5 and names.get((r, f)) != names.get((r, f + 1)):
                 ax.plot([f + 0.5, f + 0.5], [r - 0.5, r + 0.5], color="black", lw=2)
@@ -765,26 +871,32 @@ def figure_segment_rfm_crosstab(data: ReportData) -> Figure:
     totals = counts.sum(axis=1, keepdims=True)
     shares = np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
     fig = Figure(figsize=(13, 2.8 + 0.55 * len(table)), layout="constrained")
-    ax = fig.add_subplot()
+    ax = _with_segment_strip(fig, data, list(table.index), len(table.columns))
     image = ax.imshow(100 * shares, cmap="Purples", vmin=0, vmax=100, aspect="auto")
     for i in range(counts.shape[0]):
         for j in range(counts.shape[1]):
             if counts[i, j] > 0:
                 colour = "white" if shares[i, j] > 0.55 else "black"
                 share = f"{shares[i, j]:.0%}" if shares[i, j] >= 0.005 else "<1%"
-                ax.text(j, i, f"{int(counts[i, j]):,}\n{share}", ha="center", va="center",
-                        fontsize=8.5, color=colour)
+                ax.text(
+                    j,
+                    i,
+                    f"{int(counts[i, j]):,}\n{share}",
+                    ha="center",
+                    va="center",
+                    fontsize=8.5,
+                    color=colour,
+                )
     ax.set_xticks(range(len(table.columns)), labels=list(table.columns), rotation=30, ha="right")
-    ax.set_yticks(range(len(table)), labels=[data.labels[s] for s in table.index])
-    for label, sid in zip(ax.get_yticklabels(), table.index):
-        label.set_color(segment_colour(sid))
-        label.set_fontweight("bold")
+    ax.set_yticks([])
     ax.set_xlabel("RFM segment (from the R and F scores)")
-    ax.set_ylabel("KMeans segment")
     ax.tick_params(length=0)
     bar = fig.colorbar(image, ax=ax, shrink=0.9, pad=0.01)
     bar.set_label("% of the KMeans segment's customers")
-    ax.set_title(f"KMeans segment x RFM segment ({data.clustered:,} clustered customers; cell: customers, % of row)")
+    fig.suptitle(
+        f"KMeans segment (rows) x RFM segment (columns): {data.clustered:,} clustered customers; "
+        "cell: customers and % of the row"
+    )
     return fig
 
 
@@ -812,10 +924,15 @@ def render_png(build: Callable[[ReportData], Figure], data: ReportData) -> bytes
 
 
 # --------------------------------------------------------------------------------------------------------------
-# HTML
+# HTML: every value from the data goes through `_e` (html.escape); figures are data URIs; no scripts.
 
 
-def _number(v: float) -> str:
+def _e(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _number(v: Any) -> str:
+    """A mean or median for a table cell: thousands separators, fewer decimals the bigger the value."""
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "n/a"
     v = float(v)
@@ -826,10 +943,6 @@ def _number(v: float) -> str:
     return f"{v:.2f}"
 
 
-def _e(value: Any) -> str:
-    return html.escape(str(value), quote=True)
-
-
 def _count(v: Any) -> str:
     try:
         return f"{int(v):,}"
@@ -837,18 +950,31 @@ def _count(v: Any) -> str:
         return _e(v)
 
 
+def _share(x: float) -> str:
+    return "&lt;0.01%" if 0 < x < 0.0001 else f"{x:.2%}" if x < 0.01 else f"{x:.1%}"
+
+
 def _swatch(sid: int) -> str:
     return f'<span class="swatch" style="background:{segment_colour(sid)}"></span>'
 
 
-def _table(header: list[str], rows: list[list[str]], cls: str = "") -> str:
-    """An HTML table from already-escaped cells."""
-    head = "".join(f"<th>{h}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
-    return f'<div class="scroll"><table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
+def _table(header: list[str], rows: list[list[str]], numeric: Iterable[int] = (), cls: str = "") -> str:
+    """An HTML table from already-escaped cells; the `numeric` columns are right-aligned."""
+    numeric = set(numeric)
+
+    def cell(tag: str, i: int, content: str) -> str:
+        return f'<{tag} class="num">{content}</{tag}>' if i in numeric else f"<{tag}>{content}</{tag}>"
+
+    head = "".join(cell("th", i, h) for i, h in enumerate(header))
+    body = "".join("<tr>" + "".join(cell("td", i, c) for i, c in enumerate(row)) + "</tr>" for row in rows)
+    return (
+        f'<div class="scroll"><table class="{cls}"><thead><tr>{head}</tr></thead>'
+        f"<tbody>{body}</tbody></table></div>"
+    )
 
 
 def _typical(p: dict[str, Any], currency: str) -> str:
+    """The segment's median customer in words."""
     parts = []
     if p.get("median_recency_days") is not None:
         parts.append(f"last order {float(p['median_recency_days']):,.0f} days ago")
@@ -872,9 +998,12 @@ def _breakpoints(value: Any) -> tuple[list[float], str]:
 
 
 def _score_ranges(bps: list[float], higher_is_better: bool, integer: bool) -> dict[int, str]:
-    """Score -> value range text, e.g. {5: "<= 17", 4: "18-50", ...}; without breakpoints everyone scores 3."""
+    """Score -> value range (HTML), e.g. {5: "&le; 17", 4: "18&ndash;50", ...}; no breakpoints: everyone is 3.
+
+    A score is 1 + the number of breakpoints a value is above (5 - that when lower is better), as in rfm.py.
+    """
     if not bps:
-        return {s: ("all" if s == 3 else "-") for s in range(1, 6)}
+        return {s: ("all" if s == 3 else "&ndash;") for s in range(1, 6)}
     fmt = (lambda v: f"{v:,.0f}") if integer else (lambda v: f"{v:,.2f}")
     bounds = [-math.inf, *bps, math.inf]
     ranges: dict[int, str] = {}
@@ -888,20 +1017,18 @@ def _score_ranges(bps: list[float], higher_is_better: bool, integer: bool) -> di
             elif last is None:
                 text = f"&ge; {fmt(first)}"
             elif first > last:
-                text = "-"
+                text = "&ndash;"
             elif first == last:
                 text = fmt(first)
             else:
                 text = f"{fmt(first)}&ndash;{fmt(last)}"
+        elif lo == -math.inf:
+            text = f"&le; {fmt(hi)}"
+        elif hi == math.inf:
+            text = f"&gt; {fmt(lo)}"
         else:
-            if lo == -math.inf:
-                text = f"&le; {fmt(hi)}"
-            elif hi == math.inf:
-                text = f"&gt; {fmt(lo)}"
-            else:
-                text = f"&gt; {fmt(lo)} and &le; {fmt(hi)}"
-        score = (i + 1) if higher_is_better else (5 - i)
-        ranges[score] = text
+            text = f"&gt; {fmt(lo)} and &le; {fmt(hi)}"
+        ranges[(i + 1) if higher_is_better else (5 - i)] = text
     return ranges
 
 
@@ -914,8 +1041,10 @@ nav{font-size:13px;margin:10px 0 4px}nav a{margin-right:14px;color:#1f4e79}
 p.lead{font-size:15px;max-width:900px}
 .scroll{overflow-x:auto}table{border-collapse:collapse;font-size:13px;margin:8px 0 6px}
 th,td{border-bottom:1px solid #e3e7ee;padding:6px 10px;text-align:left;vertical-align:top}
-th{background:#eef2f7;font-weight:bold}td.num,th.num{text-align:right;white-space:nowrap}
+th{background:#eef2f7;font-weight:bold}.num{text-align:right;white-space:nowrap}
 table.headline td{font-size:14px}table.headline td:first-child{white-space:nowrap;font-weight:bold}
+table.details td:first-child{min-width:150px}table.details td:last-child{min-width:190px}
+table.details th,table.details td{padding:6px 7px}small{color:#5b6475;font-weight:normal}
 .swatch{display:inline-block;width:12px;height:12px;border-radius:2px;margin-right:6px;vertical-align:-1px;
 border:1px solid rgba(0,0,0,.25)}
 figure{margin:18px 0 26px}figure img{max-width:100%;height:auto;border:1px solid #e3e7ee}
@@ -926,16 +1055,6 @@ dl.summary dt{font-weight:bold;color:#394150}dl.summary dd{margin:0}
 """
 
 
-def _figure_html(file_name: str, png: bytes, title: str, caption: str) -> str:
-    width, height = png_size(png)
-    uri = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
-    return (
-        f'<figure id="fig-{_e(file_name[:-4])}"><img src="{uri}" alt="{_e(title)}" width="{width}" '
-        f'height="{height}" data-file="{_e(file_name)}"><figcaption><b>{_e(title)}.</b> {caption}'
-        f" <span class=\"note\">(file: {_e(file_name)})</span></figcaption></figure>"
-    )
-
-
 def png_size(png: bytes) -> tuple[int, int]:
     """(width, height) from a PNG's IHDR chunk."""
     if png[:8] != b"\x89PNG\r\n\x1a\n" or png[12:16] != b"IHDR":
@@ -943,16 +1062,223 @@ def png_size(png: bytes) -> tuple[int, int]:
     return int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
 
 
+def _figure_html(file_name: str, png: bytes, title: str, caption: str) -> str:
+    width, height = png_size(png)
+    uri = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+    return (
+        f'<figure id="fig-{_e(file_name[:-4])}"><img src="{uri}" alt="{_e(title)}" width="{width}" '
+        f'height="{height}" data-file="{_e(file_name)}"><figcaption><b>{_e(title)}.</b> {caption} '
+        f'<span class="note">(file: {_e(file_name)})</span></figcaption></figure>'
+    )
+
+
+def _glance_section(data: ReportData) -> list[str]:
+    """The headline table a marketer reads first: who the segments are, how big, and what to do."""
+    rows = [
+        [
+            f"{_swatch(int(p['segment_id']))}{_e(data.labels[int(p['segment_id'])])}",
+            _count(p["customers"]),
+            f"{float(p['share_customers']):.1%}",
+            f"{float(p['share_revenue']):.1%}",
+            _e(_typical(p, data.currency)),
+            _e(p.get("action", "")),
+        ]
+        for p in data.profiles
+    ]
+    parts = [
+        '<h2 id="glance">Segments at a glance</h2>',
+        f'<p class="lead">{data.clustered:,} customers fall into {len(data.profiles)} segments, numbered by '
+        "average spend (1 = the most valuable). Each row says how big the segment is, how much of the revenue it "
+        "brings, what its typical (median) customer looks like and what marketing should do with it.</p>",
+        _table(
+            [
+                "Segment",
+                "Customers",
+                "Share of customers",
+                "Share of revenue",
+                "Typical customer (medians)",
+                "Recommended action",
+            ],
+            rows,
+            numeric=(1, 2, 3),
+            cls="headline",
+        ),
+    ]
+    if data.excluded:
+        listed = ", ".join(f"{n:,} {_e(r)}" for r, n in data.excluded.items())
+        parts.append(
+            f'<p class="note">Not in any segment: {sum(data.excluded.values()):,} customers ({listed}): no '
+            "purchases or no positive net spend. They are left out of the segment figures.</p>"
+        )
+    return parts
+
+
+def _summary_section(data: ReportData) -> list[str]:
+    """Run summary: rows in and out (rejects by reason), customers, the chosen k and why, timings."""
+    m = data.manifest
+    rejected = m.get("rejected_rows") or {}
+    excluded = m.get("excluded_customers") or {}
+    items = [
+        ("Snapshot date", _e(m.get("snapshot_date", "n/a"))),
+        ("Input rows", _count(m.get("input_rows", "n/a"))),
+        ("Accepted rows", _count(m.get("accepted_rows", "n/a"))),
+        ("Rejected rows", f"{sum(int(v) for v in rejected.values()):,}"),
+        ("Customers", _count(m.get("customers", data.customers))),
+        ("Clustered customers", _count(m.get("clustered_customers", data.clustered))),
+        ("Not clustered", ", ".join(f"{int(n):,} {_e(r)}" for r, n in excluded.items()) or "none"),
+        ("Chosen k", _e(m.get("chosen_k", "n/a"))),
+        ("Why this k", _e(m.get("chosen_k_reason", "n/a"))),
+    ]
+    if m.get("features"):
+        items.append(("Model features", _e(", ".join(map(str, m["features"])))))
+    timings = m.get("timings_s") or {}
+    if timings:
+        stages = ", ".join(f"{_e(k)} {float(v):,.1f} s" for k, v in timings.items() if k != "total")
+        total = f"{float(timings['total']):,.1f} s" if "total" in timings else ""
+        items.append(("Run time", f"{total} ({stages})" if total and stages else total or stages))
+    parts = [
+        '<h2 id="summary">Run summary</h2>',
+        '<dl class="summary">' + "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in items) + "</dl>",
+    ]
+    if rejected:
+        input_rows = int(m.get("input_rows") or 0)
+        rows = [
+            [f"<code>{_e(r)}</code>", _count(n), _share(int(n) / input_rows) if input_rows else "n/a"]
+            for r, n in rejected.items()
+        ]
+        parts += [
+            "<h3>Rejected input rows by reason</h3>",
+            _table(["Reason", "Rows", "Share of input"], rows, (1, 2)),
+        ]
+    return parts
+
+
+def _k_table(data: ReportData) -> str:
+    rows = [
+        [
+            f"<b>{int(e['k'])}</b>" if e.get("chosen") else str(int(e["k"])),
+            f"{float(e['wcss']):,.1f}",
+            "n/a" if e.get("silhouette") is None else f"{float(e['silhouette']):.3f}",
+            "n/a" if e.get("smallest_cluster_share") is None else f"{float(e['smallest_cluster_share']):.1%}",
+            "<b>chosen</b>" if e.get("chosen") else "",
+        ]
+        for e in data.elbow
+    ]
+    return _table(["k", "WCSS", "Silhouette", "Smallest segment (share)", ""], rows, (0, 1, 2, 3))
+
+
+def _rfm_tables(data: ReportData) -> tuple[str, str]:
+    """The score ranges of R, F and M (from the manifest's breakpoints) and the RFM segments with actions."""
+    breakpoints = data.manifest.get("rfm_breakpoints") or {}
+    ranges, notes = {}, []
+    for feature, higher_is_better, integer in (
+        ("recency_days", False, True),
+        ("frequency", True, True),
+        ("monetary", True, False),
+    ):
+        bps, note = _breakpoints(breakpoints.get(feature))
+        ranges[feature] = _score_ranges(bps, higher_is_better, integer)
+        if note:
+            notes.append(f"{_e(feature)}: {_e(note)}")
+    score_rows = [
+        [str(s), ranges["recency_days"][s], ranges["frequency"][s], ranges["monetary"][s]]
+        for s in range(5, 0, -1)
+    ]
+    score_table = _table(
+        ["Score", "R: recency (days)", "F: frequency (orders)", f"M: monetary ({_e(data.currency)})"],
+        score_rows,
+    ) + (f'<p class="note">Breakpoints: {"; ".join(notes)}.</p>' if notes else "")
+    segment_rows = [
+        [
+            _e(r.rfm_segment),
+            _count(r.customers),
+            f"{r.share_customers:.1%}",
+            f"{r.share_revenue:.1%}",
+            _e(r.action),
+        ]
+        for r in rfm_segment_summary(data).itertuples(index=False)
+    ]
+    segment_table = _table(
+        ["RFM segment", "Customers", "Share of customers", "Share of revenue", "Recommended action"],
+        segment_rows,
+        numeric=(1, 2, 3),
+    )
+    return score_table, segment_table
+
+
+def _details_section(data: ReportData) -> list[str]:
+    """Per-segment profile table: name, description, size, revenue, median / mean of each feature, action."""
+    # gross is monetary + returns (net mode); it stays in the heatmap, here it would only widen the table
+    features = ["recency_days", "frequency", "tenure_days", "monetary", "avg_order_value", "returns"]
+    short = {
+        "recency_days": "Recency<br><small>days</small>",
+        "frequency": "Frequency<br><small>orders</small>",
+        "tenure_days": "Tenure<br><small>days</small>",
+        "monetary": "Monetary",
+        "avg_order_value": "Avg order value",
+        "returns": "Returns",
+    }
+    centres = [f for f in FEATURE_COLUMNS if any(f"center_{f}" in p for p in data.profiles)]
+    header = ["Segment", "Customers", "Revenue"] + [short[f] for f in features]
+    if centres:
+        header.append(
+            "KMeans centre<br><small>" + _e(", ".join(c.replace("_days", "") for c in centres)) + "</small>"
+        )
+    header.append("Recommended action")
+    rows = []
+    for p in data.profiles:
+        sid = int(p["segment_id"])
+        name = f"{_swatch(sid)}<b>{_e(data.labels[sid])}</b>"
+        if p.get("description"):
+            name += f"<br><small>{_e(p['description'])}</small>"
+        row = [
+            name,
+            f"{_count(p['customers'])}<br><small>{float(p['share_customers']):.1%}</small>",
+            f"{float(p['revenue']):,.0f}<br><small>{float(p['share_revenue']):.1%}</small>",
+        ]
+        row += [
+            f"{_number(p.get(f'median_{f}'))}<br><small>{_number(p.get(f'mean_{f}'))}</small>"
+            for f in features
+        ]
+        if centres:
+            row.append("<br>".join(_number(p[f"center_{f}"]) for f in centres if f"center_{f}" in p))
+        row.append(_e(p.get("action", "")))
+        rows.append(row)
+    return [
+        '<h2 id="details">Segment details</h2>',
+        f"<p>Each number cell: the segment's median, with its mean below. Money is in {_e(data.currency)}. The "
+        "KMeans centre is the segment's centre in the model, transformed back to real units.</p>",
+        _table(header, rows, numeric=range(1, len(header) - 1), cls="details"),
+    ]
+
+
+def _method_section(data: ReportData) -> list[str]:
+    return [
+        '<h2 id="method">How this report was made</h2>',
+        '<ul class="note">'
+        f"<li>Counts, shares, histograms, the RFM grid and the cross-tab are computed in Spark over all "
+        f"{data.customers:,} customers ({data.clustered:,} clustered).</li>"
+        f"<li>Scatter and pair plots show {_e(_sample_note(data))}. The sample is the customers with the "
+        f"smallest hash of (customer id, seed), at most {data.max_points:,}, so a run always shows the same "
+        "points.</li>"
+        "<li>Log axes are log(1 + value), labelled in real units. Recency and frequency are whole numbers and "
+        "are jittered by up to &plusmn;0.35 in the scatter plots so that equal values do not overlap.</li>"
+        "<li>Segment colours are fixed by segment id and are the same in every figure.</li>"
+        "</ul>",
+    ]
+
+
 def render_html(data: ReportData, images: dict[str, bytes]) -> str:
-    """The self-contained report: tables and the given PNGs as data URIs; every text value escaped."""
-    m, cur = data.manifest, _e(data.currency)
-    titles = dict(FIGURES)
-    figure_captions = _captions(data)
+    """The self-contained report: tables and the given PNGs (file name -> bytes) as data URIs."""
+    m = data.manifest
+    titles, captions = dict(FIGURES), _captions(data)
 
     def fig(name: str) -> str:
-        return _figure_html(name, images[name], titles[name], figure_captions[name]) if name in images else ""
+        return _figure_html(name, images[name], titles[name], captions[name]) if name in images else ""
 
     snapshot = _e(m.get("snapshot_date", "unknown date"))
+    created = f" &middot; created {_e(m['created_at'])}" if m.get("created_at") else ""
+    score_table, rfm_segment_table = _rfm_tables(data)
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -960,113 +1286,19 @@ def render_html(data: ReportData, images: dict[str, bytes]) -> str:
         f"<title>Customer segments, snapshot {snapshot}</title>",
         f"<style>{_CSS}</style></head><body><main>",
         f"<h1>Customer segments &middot; snapshot {snapshot}</h1>",
-        f'<p class="meta">run {_e(m.get("run_id", "n/a"))}'
-        + (f" &middot; created {_e(m['created_at'])}" if m.get("created_at") else "")
-        + f" &middot; {len(data.profiles)} segments from {data.clustered:,} customers</p>",
+        f'<p class="meta">run {_e(m.get("run_id", "n/a"))}{created} &middot; {len(data.profiles)} segments '
+        f"from {data.clustered:,} customers</p>",
         '<nav><a href="#glance">At a glance</a><a href="#summary">Run summary</a><a href="#k">Choosing k</a>'
         '<a href="#sizes">Sizes</a><a href="#profiles">Profiles</a><a href="#scatter">Scatter plots</a>'
         '<a href="#distributions">Distributions</a><a href="#rfm">RFM</a><a href="#details">Segment details</a>'
         '<a href="#method">How this was made</a></nav>',
-    ]
-
-    # ---- at a glance
-    rows = []
-    for p in data.profiles:
-        sid = int(p["segment_id"])
-        rows.append(
-            [
-                f"{_swatch(sid)}{_e(data.labels[sid])}",
-                f'<span class="num">{int(p["customers"]):,}</span>',
-                f"{float(p['share_customers']):.1%}",
-                f"{float(p['share_revenue']):.1%}",
-                _e(_typical(p, data.currency)),
-                _e(p.get("action", "")),
-            ]
-        )
-    parts += [
-        '<h2 id="glance">Segments at a glance</h2>',
-        f'<p class="lead">{data.clustered:,} customers fall into {len(data.profiles)} segments, numbered by '
-        "average spend (1 = the most valuable). Each row says how big the segment is, how much of the revenue "
-        "it brings, what its typical (median) customer looks like and what marketing should do with it.</p>",
-        _table(
-            ["Segment", "Customers", "Share of customers", "Share of revenue", "Typical customer (medians)",
-             "Recommended action"],
-            rows,
-            "headline",
-        ),
-    ]
-    if data.excluded:
-        listed = ", ".join(f"{n:,} {_e(r)}" for r, n in data.excluded.items())
-        parts.append(
-            f'<p class="note">Not in any segment: {sum(data.excluded.values()):,} customers ({listed}); '
-            "they have no purchases or no positive net spend, so they are left out of the segment figures.</p>"
-        )
-
-    # ---- run summary
-    rejected = m.get("rejected_rows") or {}
-    excluded_manifest = m.get("excluded_customers") or {}
-    summary = [
-        ("Snapshot date", snapshot),
-        ("Input rows", _count(m.get("input_rows", "n/a"))),
-        ("Accepted rows", _count(m.get("accepted_rows", "n/a"))),
-        ("Rejected rows", f"{sum(int(v) for v in rejected.values()):,}" if rejected else "0"),
-        ("Customers", _count(m.get("customers", data.customers))),
-        ("Clustered customers", _count(m.get("clustered_customers", data.clustered))),
-        (
-            "Not clustered",
-            ", ".join(f"{int(n):,} {_e(r)}" for r, n in excluded_manifest.items()) or "none",
-        ),
-        ("Chosen k", _e(m.get("chosen_k", "n/a"))),
-        ("Why this k", _e(m.get("chosen_k_reason", "n/a"))),
-    ]
-    if m.get("features"):
-        summary.append(("Model features", _e(", ".join(map(str, m["features"])))))
-    timings = m.get("timings_s") or {}
-    if timings:
-        stages = ", ".join(f"{_e(k)} {float(v):,.1f} s" for k, v in timings.items() if k != "total")
-        total = f"{float(timings['total']):,.1f} s" if "total" in timings else ""
-        summary.append(("Run time", f"{total} ({stages})" if total else stages))
-    parts += [
-        '<h2 id="summary">Run summary</h2>',
-        '<dl class="summary">' + "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in summary) + "</dl>",
-    ]
-    if rejected:
-        parts += [
-            "<h3>Rejected input rows by reason</h3>",
-            _table(
-                ["Reason", "Rows", "Share of input"],
-                [
-                    [
-                        f"<code>{_e(r)}</code>",
-                        f'<span class="num">{int(n):,}</span>',
-                        f"{int(n) / int(m['input_rows']):.2%}" if m.get("input_rows") else "n/a",
-                    ]
-                    for r, n in rejected.items()
-                ],
-            ),
-        ]
-
-    # ---- choosing k
-    k_rows = [
-        [
-            f"<b>{int(e['k'])}</b>" if e.get("chosen") else str(int(e["k"])),
-            f'<span class="num">{float(e["wcss"]):,.1f}</span>',
-            "n/a" if e.get("silhouette") is None else f"{float(e['silhouette']):.3f}",
-            "n/a" if e.get("smallest_cluster_share") is None else f"{float(e['smallest_cluster_share']):.1%}",
-            "chosen" if e.get("chosen") else "",
-        ]
-        for e in data.elbow
-    ]
-    parts += [
+        *_glance_section(data),
+        *_summary_section(data),
         '<h2 id="k">Choosing k</h2>',
         f"<p>Chosen k = <b>{_e(m.get('chosen_k', 'n/a'))}</b>: {_e(m.get('chosen_k_reason', 'n/a'))}.</p>",
         fig("elbow.png"),
         fig("silhouette.png"),
-        _table(["k", "WCSS", "Silhouette", "Smallest segment", ""], k_rows),
-    ]
-
-    # ---- sizes, profiles, scatter, distributions
-    parts += [
+        _k_table(data),
         '<h2 id="sizes">Segment sizes and revenue</h2>',
         fig("segment_sizes.png"),
         '<h2 id="profiles">Segment profiles</h2>',
@@ -1077,92 +1309,17 @@ def render_html(data: ReportData, images: dict[str, bytes]) -> str:
         fig("pair_plot.png"),
         '<h2 id="distributions">Feature distributions</h2>',
         fig("feature_distributions.png"),
-    ]
-
-    # ---- RFM
-    ranges = {}
-    notes = []
-    specs = (("recency_days", False, True), ("frequency", True, True), ("monetary", True, False))
-    for feature, higher_is_better, integer in specs:
-        bps, note = _breakpoints((m.get("rfm_breakpoints") or {}).get(feature))
-        ranges[feature] = _score_ranges(bps, higher_is_better, integer)
-        if note:
-            notes.append(f"{_e(feature)}: {_e(note)}")
-    range_rows = [
-        [str(s), ranges["recency_days"][s], ranges["frequency"][s], ranges["monetary"][s]] for s in range(5, 0, -1)
-    ]
-    summary_df = rfm_segment_summary(data)
-    rfm_rows = [
-        [
-            _e(r.rfm_segment),
-            f'<span class="num">{int(r.customers):,}</span>',
-            f"{float(r.share_customers):.1%}",
-            f"{float(r.share_revenue):.1%}",
-            _e(r.action),
-        ]
-        for r in summary_df.itertuples(index=False)
-    ]
-    parts += [
         '<h2 id="rfm">RFM scores</h2>',
-        "<p>Beside the KMeans segments every customer with a purchase gets R, F and M scores from 1 to 5 "
+        "<p>Beside the KMeans segments, every customer with a purchase gets R, F and M scores from 1 to 5 "
         "(quintiles of all such customers) and a named RFM segment from the R and F scores.</p>",
         "<h3>Score ranges</h3>",
-        _table(["Score", "R: recency (days)", "F: frequency (orders)", f"M: monetary ({cur})"], range_rows),
-        f'<p class="note">{"; ".join(notes)}</p>' if notes else "",
+        score_table,
         fig("rfm_grid.png"),
         fig("segment_rfm_crosstab.png"),
         "<h3>RFM segments and what to do with them</h3>",
-        _table(["RFM segment", "Customers", "Share of customers", "Share of revenue", "Recommended action"],
-               rfm_rows),
-    ]
-
-    # ---- segment details
-    detail_features = ["recency_days", "frequency", "tenure_days", "monetary", "avg_order_value", "gross", "returns"]
-    header = ["Segment", "Customers", f"Revenue ({cur})"] + [
-        _e(axis_label(f, data.currency)) + "<br><small>median / mean</small>" for f in detail_features
-    ]
-    centre_features = [f for f in FEATURE_COLUMNS if any(f"center_{f}" in p for p in data.profiles)]
-    if centre_features:
-        header.append("KMeans centre<br><small>" + _e(", ".join(centre_features)) + "</small>")
-    header += ["Description", "Recommended action"]
-    detail_rows = []
-    for p in data.profiles:
-        sid = int(p["segment_id"])
-        row = [
-            f"{_swatch(sid)}<b>{_e(data.labels[sid])}</b>",
-            f'<span class="num">{int(p["customers"]):,} ({float(p["share_customers"]):.1%})</span>',
-            f'<span class="num">{float(p["revenue"]):,.0f} ({float(p["share_revenue"]):.1%})</span>',
-        ]
-        for f in detail_features:
-            median, mean = p.get(f"median_{f}"), p.get(f"mean_{f}")
-            row.append(
-                f'<span class="num">{_number(median) if median is not None else "n/a"} / '
-                f'{_number(mean) if mean is not None else "n/a"}</span>'
-            )
-        if centre_features:
-            row.append(_e(", ".join(_number(p[f"center_{f}"]) for f in centre_features if f"center_{f}" in p)))
-        row += [_e(p.get("description") or ""), _e(p.get("action", ""))]
-        detail_rows.append(row)
-    parts += [
-        '<h2 id="details">Segment details</h2>',
-        "<p>Medians and means per segment in real units; the KMeans centre is the segment's centre in the "
-        "model, transformed back to real units.</p>",
-        _table(header, detail_rows),
-    ]
-
-    # ---- method
-    parts += [
-        '<h2 id="method">How this report was made</h2>',
-        "<ul class=\"note\">"
-        f"<li>Counts, shares, histograms, the RFM grid and the cross-tab are computed in Spark over all "
-        f"{data.customers:,} customers ({data.clustered:,} clustered).</li>"
-        f"<li>Scatter and pair plots show {_e(_sample_note(data))}. The sample is the {data.max_points:,} "
-        "customers with the smallest hash of (customer id, seed), so the same run always shows the same points."
-        "</li>"
-        "<li>Log axes are log(1 + value), labelled in real units. Recency and frequency are whole numbers and "
-        "are jittered by up to &plusmn;0.35 in the scatter plots so that equal values do not overlap.</li>"
-        "<li>Segment colours are fixed by segment id and are the same in every figure.</li>"
-        "</ul>",
+        rfm_segment_table,
+        *_details_section(data),
+        *_method_section(data),
         "</main></body></html>",
     ]
     return "\n".join(p for p in parts if p)

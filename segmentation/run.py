@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import platform
+import tempfile
 import time
 import uuid
 from contextlib import contextmanager
@@ -37,6 +38,7 @@ from segmentation.profile import (
     with_segment_columns,
 )
 from segmentation.publish import SnapshotPublisher
+from segmentation.report import collect_report_data, write_report
 from segmentation.rfm import RFM_ACTIONS, rfm_breakpoints, rfm_segment_profiles, with_rfm_scores
 from segmentation.validate import (
     REJECT_REASONS,
@@ -190,7 +192,48 @@ def run_segmentation(spark: SparkSession, cfg: dict[str, Any], run_id: str | Non
             centers_by_segment = {order[c]: original_centers[c] for c in range(len(centers))}
             profiles = build_profiles(stats, names, centers_by_segment, prep_cfg["features"])
             scored_customers_df = customers_df.transform(with_rfm_scores, breakpoints=rfm_bp)
-            segments_df = _segments_table(assigned_df, scored_customers_df, names, run_id)
+            segments_df = _segments_table(assigned_df, scored_customers_df, names, run_id).persist()
+            persisted.append(segments_df)
+            elbow_rows = _elbow_rows(fits, chosen_k, clustered)
+        manifest = {
+            "run_id": run_id,
+            "snapshot_date": snapshot_date.isoformat(),
+            "input_path": str(inp["path"]),
+            "input_format": inp["format"],
+            "input_rows": input_rows,
+            "accepted_rows": accepted_rows,
+            "rejected_rows": rejected,
+            "customers": customers,
+            "clustered_customers": clustered,
+            "excluded_customers": excluded,
+            "k_candidates": ks,
+            "chosen_k": chosen_k,
+            "chosen_k_reason": why,
+            "seed": int(model_cfg["seed"]),
+            "features": prep_cfg["features"],
+            "log1p": prep_cfg["log1p"],
+            "capping_bounds": {f: list(b) for f, b in bounds.items()},
+            "segments": {str(p["segment_id"]): p["segment_name"] for p in profiles},
+            "rfm_breakpoints": rfm_bp,
+            "rfm_actions": RFM_ACTIONS,
+            "versions": {
+                "segmentation": __version__,
+                "spark": spark.version,
+                "pyspark": pyspark.__version__,
+                "python": platform.python_version(),
+            },
+            "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "timings_s": dict(timer.timings),  # completed after the write stage
+        }
+
+        with timer.stage("report"):
+            report_data = collect_report_data(
+                segments_df, elbow_rows, profiles, manifest, seed=int(model_cfg["seed"])
+            )
+            with tempfile.TemporaryDirectory(prefix="segmentation-report-") as local_dir:
+                written = write_report(report_data, local_dir)
+                publisher.copy_local_dir("reports", local_dir)
+            log.info("report: %d files", len(written))
 
         with timer.stage("write"):
             publisher.write_table("segments", segments_df, files=max(1, customers // 1_000_000 + 1))
@@ -198,7 +241,7 @@ def run_segmentation(spark: SparkSession, cfg: dict[str, Any], run_id: str | Non
             publisher.write_table(
                 "rfm_profiles", rfm_segment_profiles(scored_customers_df).withColumn("run_id", F.lit(run_id))
             )
-            publisher.write_table("elbow", _elbow_df(spark, fits, chosen_k, clustered, run_id))
+            publisher.write_table("elbow", _elbow_df(spark, elbow_rows, run_id))
             publisher.write_table(
                 "rejects",
                 rejects_table(classified_df, originals),
@@ -219,36 +262,7 @@ def run_segmentation(spark: SparkSession, cfg: dict[str, Any], run_id: str | Non
                 },
             )
         with timer.stage("publish"):
-            manifest = {
-                "run_id": run_id,
-                "snapshot_date": snapshot_date.isoformat(),
-                "input_path": str(inp["path"]),
-                "input_format": inp["format"],
-                "input_rows": input_rows,
-                "accepted_rows": accepted_rows,
-                "rejected_rows": rejected,
-                "customers": customers,
-                "clustered_customers": clustered,
-                "excluded_customers": excluded,
-                "k_candidates": ks,
-                "chosen_k": chosen_k,
-                "chosen_k_reason": why,
-                "seed": int(model_cfg["seed"]),
-                "features": prep_cfg["features"],
-                "log1p": prep_cfg["log1p"],
-                "capping_bounds": {f: list(b) for f, b in bounds.items()},
-                "segments": {str(p["segment_id"]): p["segment_name"] for p in profiles},
-                "rfm_breakpoints": rfm_bp,
-                "rfm_actions": RFM_ACTIONS,
-                "timings_s": {**timer.timings, "total": round(time.perf_counter() - started, 3)},
-                "versions": {
-                    "segmentation": __version__,
-                    "spark": spark.version,
-                    "pyspark": pyspark.__version__,
-                    "python": platform.python_version(),
-                },
-                "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            }
+            manifest["timings_s"] = {**timer.timings, "total": round(time.perf_counter() - started, 3)}
             if input_rows != accepted_rows + sum(rejected.values()):
                 raise RuntimeError("reconciliation failed: input rows != accepted + rejected")
             publisher.write_manifest(manifest)
@@ -299,7 +313,20 @@ def _profiles_df(spark: SparkSession, profiles: list[dict[str, Any]], run_id: st
     return spark.createDataFrame(rows, schema).withColumn("run_id", F.lit(run_id))
 
 
-def _elbow_df(spark: SparkSession, fits, chosen_k: int, clustered: int, run_id: str) -> DataFrame:
+def _elbow_rows(fits, chosen_k: int, clustered: int) -> list[dict[str, Any]]:
+    return [
+        {
+            "k": f.k,
+            "wcss": f.wcss,
+            "silhouette": f.silhouette,
+            "chosen": f.k == chosen_k,
+            "smallest_cluster_share": min(f.cluster_sizes) / clustered,
+        }
+        for f in fits
+    ]
+
+
+def _elbow_df(spark: SparkSession, rows: list[dict[str, Any]], run_id: str) -> DataFrame:
     schema = T.StructType(
         [
             T.StructField("k", T.IntegerType(), False),
@@ -309,5 +336,5 @@ def _elbow_df(spark: SparkSession, fits, chosen_k: int, clustered: int, run_id: 
             T.StructField("smallest_cluster_share", T.DoubleType(), False),
         ]
     )
-    rows = [(f.k, f.wcss, f.silhouette, f.k == chosen_k, min(f.cluster_sizes) / clustered) for f in fits]
-    return spark.createDataFrame(rows, schema).withColumn("run_id", F.lit(run_id))
+    data = [tuple(r[f.name] for f in schema.fields) for r in rows]
+    return spark.createDataFrame(data, schema).withColumn("run_id", F.lit(run_id))

@@ -40,6 +40,11 @@ def test_names_do_not_depend_on_segment_ids_and_stay_unique():
     hibernating = _m(230, 1, 250, 250)
     names = name_segments({3: hibernating, 1: _m(9, 12, 4900, 360), 2: dict(hibernating)}, QUARTILES)
     assert names == {1: "Champions", 2: "Hibernating", 3: "Hibernating (2)"}
+    # a second champion-like group takes the next rule it satisfies
+    two_top = name_segments(
+        {1: _m(8, 14, 5500, 360), 2: _m(17, 5, 1650, 330), 3: _m(219, 1, 234, 250)}, QUARTILES
+    )
+    assert two_top == {1: "Champions", 2: "Loyal", 3: "Hibernating"}
     swapped = name_segments({7: _m(9, 12, 4900, 360), 1: hibernating}, QUARTILES)
     assert swapped == {7: "Champions", 1: "Hibernating"}
 
