@@ -97,6 +97,9 @@ def summary_lines(manifest: dict[str, Any]) -> list[str]:
         lines.append(
             f"  {table:<12} {manifest['output_path']}/{table}/snapshot_date={manifest['snapshot_date']}"
         )
+    lines.append(
+        f"Report: {manifest['output_path']}/reports/snapshot_date={manifest['snapshot_date']}/report.html"
+    )
     header = (
         f"{'id':>3}  {'segment':<18} {'customers':>9} {'share':>6} {'revenue':>7}"
         f" {'recency d':>9} {'orders':>6} {'monetary':>10}"

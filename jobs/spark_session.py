@@ -55,7 +55,11 @@ def build_spark(app_name: str, verbose: bool = False) -> SparkSession:
         os.environ["SPARK_CONF_DIR"] = str(CONF_DIR)
     builder = SparkSession.builder.appName(app_name)
     if "PYSPARK_GATEWAY_PORT" not in os.environ:  # not launched by spark-submit
-        builder = builder.master(os.environ.get("SPARK_MASTER", "local[*]"))
+        master = os.environ.get("SPARK_MASTER", "local[*]")
+        builder = builder.master(master)
+        if master.startswith("local"):
+            # the driver, its block manager and its web UI listen on the loopback interface only
+            os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     try:
         spark = builder.getOrCreate()
     except Exception as exc:  # noqa: BLE001 - a JVM that does not start is an environment problem

@@ -18,7 +18,7 @@ from urllib.parse import urlparse
 from pyspark.ml import PipelineModel
 from pyspark.sql import DataFrame, SparkSession
 
-from segmentation.errors import OutputError
+from segmentation.errors import OutputError, root_cause
 from segmentation.io import HadoopFs
 
 log = logging.getLogger(__name__)
@@ -55,7 +55,7 @@ class SnapshotPublisher:
             self.fs.write_text(probe, "ok")
             self.fs.delete(probe)
         except Exception as exc:  # noqa: BLE001 - permission and I/O errors surface as Py4J errors
-            detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            detail = (str(exc) if isinstance(exc, OutputError) else root_cause(exc))[:200]
             raise OutputError(f"output path is not writable: {self.root} ({detail})") from exc
 
     def _partition(self, base: str, table: str) -> str:

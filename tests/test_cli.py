@@ -71,6 +71,8 @@ def test_run_on_a_small_csv_prints_outputs_and_segments(tmp_path):
     assert "rows: 9 input = 8 accepted + 1 rejected {'missing_customer_id': 1}" in stdout
     assert "customers: 6 (6 clustered, excluded none)" in stdout
     assert f"segments     {out}/segments/snapshot_date=2011-03-15" in stdout
+    report = out / "reports" / "snapshot_date=2011-03-15" / "report.html"
+    assert f"Report: {report}" in stdout and report.is_file()
     segments = pd.read_parquet(out / "segments")
     assert sorted(segments.customer_id) == ["1", "2", "3", "4", "5", "6"]
     table_rows = [line for line in stdout.splitlines() if line[:3].strip() in {"1", "2"}]
@@ -107,3 +109,17 @@ def test_missing_input_is_one_line_and_publishes_nothing(tmp_path):
     assert error_lines == [f"segment-customers: error: input not found: {tmp_path / 'missing'}"]
     assert not any(out.rglob("*.parquet"))
     assert list(out.iterdir()) == []  # the staging area is cleaned up
+
+
+def test_unwritable_output_is_one_line_before_any_work(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory\n")
+    result = _run(["--output", str(blocker / "out")])
+    assert result.returncode == 2
+    error_lines = [line for line in result.stderr.splitlines() if "error" in line.lower()]
+    assert len(error_lines) == 1, result.stderr
+    assert error_lines[0].startswith("segment-customers: error: output path is not writable: "), error_lines
+    assert f"{blocker}/out" in error_lines[0]
+    assert "Parent path is not a directory" in error_lines[0]  # the cause, not a Py4J call id
+    assert "stage read" not in result.stderr  # it stopped before reading the input
+    assert blocker.read_text() == "not a directory\n"
