@@ -267,6 +267,22 @@ def labels(customers_df: DataFrame) -> DataFrame:
     )
 
 
+def planted_features(spark: SparkSession, customers: int, seed: int = 42) -> DataFrame:
+    """The generated customers' planted features without generating their lines (40 per customer on average):
+    `customer_id`, `recency_days`, `frequency`, `monetary` (lines x typical basket value) and `customer_type`.
+    For benchmarks and tests of the model stage alone."""
+    params = GeneratorParams(lines=customers * 40, customers=customers, seed=seed)
+    df = with_line_counts(customers_table(spark, params), params.lines)
+    names = F.array(*[F.lit(t.name) for t in CUSTOMER_TYPES])
+    return df.select(
+        (F.col("c") + CUSTOMER_ID_OFFSET).cast("string").alias("customer_id"),
+        (F.col("recency") + 1).alias("recency_days"),
+        F.least(F.col("orders"), F.col("n_lines")).cast("int").alias("frequency"),
+        (F.col("n_lines") * F.col("quantity_scale") * 5.0).cast("double").alias("monetary"),
+        F.element_at(names, F.col("type_id") + 1).alias("customer_type"),
+    )
+
+
 def generate(
     spark: SparkSession, p: GeneratorParams, out: str, formats: tuple[str, ...] = ("parquet",)
 ) -> dict:
