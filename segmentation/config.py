@@ -65,6 +65,10 @@ DEFAULTS: dict[str, Any] = {
         "partitions": 2,
         # k values fitted at once
         "parallelism": 2,
+        # null: the sweep fits every customer. N: above N customers the sweep runs on a seeded sample of about N
+        # and the chosen k is refitted on all. Off by default: on data with a clear structure, KMeans beyond
+        # the true k lands in different local optima on a sample (elbow costs up to 14% off; see README)
+        "sweep_sample": None,
     },
     "output": {"path": "output"},
 }
@@ -211,6 +215,8 @@ def validate_config(cfg: dict[str, Any]) -> dict[str, Any]:
     _positive_int(model["max_iter"], "model.max_iter", 1)
     _positive_int(model["partitions"], "model.partitions", 1)
     _positive_int(model["parallelism"], "model.parallelism", 1)
+    if model["sweep_sample"] is not None:
+        _positive_int(model["sweep_sample"], "model.sweep_sample", 1000)
     if not cfg["output"].get("path"):
         raise ConfigError("output.path is required")
     return cfg

@@ -26,7 +26,7 @@ from segmentation.config import FEATURE_COLUMNS, candidate_ks
 from segmentation.errors import InputError, ModelError
 from segmentation.features import EXCLUDED_REASONS, customer_features, with_line_kind
 from segmentation.io import original_columns, read_transactions
-from segmentation.model import choose_k, segment_order, sweep_k
+from segmentation.model import choose_k, fit_on_all, segment_order, sweep_k
 from segmentation.prepare import fit_preparation
 from segmentation.profile import (
     SEGMENT_COLUMNS,
@@ -171,9 +171,17 @@ def run_segmentation(spark: SparkSession, cfg: dict[str, Any], run_id: str | Non
                 int(model_cfg["max_iter"]),
                 float(model_cfg["tol"]),
                 parallelism=int(model_cfg["parallelism"]),
+                sample_size=model_cfg["sweep_sample"] if len(ks) > 1 else None,
             )
             chosen_k, why = choose_k(fits, model_cfg["k"])
-            chosen = next(f for f in fits if f.k == chosen_k)
+            chosen = fit_on_all(
+                scaled_df,
+                next(f for f in fits if f.k == chosen_k),
+                int(model_cfg["seed"]),
+                int(model_cfg["max_iter"]),
+                float(model_cfg["tol"]),
+            )
+            fits = [chosen if f.k == chosen_k else f for f in fits]
             log.info("chosen k=%d: %s", chosen_k, why)
             assigned_df = chosen.model.transform(scaled_df)
             order = segment_order(assigned_df)
@@ -320,7 +328,7 @@ def _elbow_rows(fits, chosen_k: int, clustered: int) -> list[dict[str, Any]]:
             "wcss": f.wcss,
             "silhouette": f.silhouette,
             "chosen": f.k == chosen_k,
-            "smallest_cluster_share": min(f.cluster_sizes) / clustered,
+            "smallest_cluster_share": min(f.cluster_sizes) / sum(f.cluster_sizes),  # of the customers fitted
         }
         for f in fits
     ]

@@ -57,6 +57,7 @@ def test_missing_config_file(tmp_path):
         ("prepare: {cap_quantiles: [0.9, 0.1]}", "cap_quantiles must be"),
         ("snapshot_date: 2011-13-01", r"invalid value: month must be in 1..12 \(dates are YYYY-MM-DD\)"),
         ("snapshot_date: 1st of May", "snapshot date must be YYYY-MM-DD"),
+        ("model: {sweep_sample: 10}", r"model.sweep_sample must be an integer >= 1000, got 10"),
     ],
 )
 def test_invalid_values_are_explained(tmp_path, yaml_text, message):
