@@ -65,6 +65,15 @@ DEFAULTS: dict[str, Any] = {
         "partitions": 2,
         # k values fitted at once
         "parallelism": 2,
+        # choice of k (README "Choosing k"): vetoes and the structure check
+        "min_cluster_share": 0.02,
+        "stability_fits": 2,
+        "min_stability": 0.75,
+        "min_silhouette": 0.5,
+        "min_gap": 0.1,
+        # customers in a cluster below min_cluster_share that vetoes the chosen k: exclude (refit without
+        # them, excluded_reason "outlier") or keep
+        "outliers": "exclude",
     },
     "output": {"path": "output"},
 }
@@ -211,6 +220,19 @@ def validate_config(cfg: dict[str, Any]) -> dict[str, Any]:
     _positive_int(model["max_iter"], "model.max_iter", 1)
     _positive_int(model["partitions"], "model.partitions", 1)
     _positive_int(model["parallelism"], "model.parallelism", 1)
+    _positive_int(model["stability_fits"], "model.stability_fits", 0)
+    for name, low, high in (
+        ("min_cluster_share", 0.0, 0.5),
+        ("min_stability", -1.0, 1.0),
+        ("min_silhouette", -1.0, 1.0),
+        ("min_gap", -10.0, 10.0),
+    ):
+        value = model[name]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+            raise ConfigError(f"model.{name} must be a number in [{low:g}, {high:g}], got {value!r}")
+        model[name] = float(value)
+    if model["outliers"] not in ("exclude", "keep"):
+        raise ConfigError(f"model.outliers must be 'exclude' or 'keep', got {model['outliers']!r}")
     if not cfg["output"].get("path"):
         raise ConfigError("output.path is required")
     return cfg

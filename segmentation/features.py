@@ -12,8 +12,8 @@ import datetime as dt
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-#: Why a customer is kept out of clustering (checked in this order).
-EXCLUDED_REASONS = ("no_purchases", "non_positive_monetary")
+#: Why a customer is kept out of clustering (checked in this order; `outlier` is set by the model stage).
+EXCLUDED_REASONS = ("no_purchases", "non_positive_monetary", "outlier")
 
 
 def with_line_kind(df: DataFrame, return_prefix: str | None, has_order_id: bool) -> DataFrame:

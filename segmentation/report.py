@@ -1129,6 +1129,8 @@ def _summary_section(data: ReportData) -> list[str]:
         ("Chosen k", _e(m.get("chosen_k", "n/a"))),
         ("Why this k", _e(m.get("chosen_k_reason", "n/a"))),
     ]
+    if m.get("clear_structure") is not None:
+        items.append(("Clear cluster structure", "yes" if m["clear_structure"] else "<b>no</b>"))
     if m.get("features"):
         items.append(("Model features", _e(", ".join(map(str, m["features"])))))
     timings = m.get("timings_s") or {}
@@ -1154,17 +1156,38 @@ def _summary_section(data: ReportData) -> list[str]:
 
 
 def _k_table(data: ReportData) -> str:
+    def num(e: dict, key: str, spec: str) -> str:
+        return "n/a" if e.get(key) is None else format(float(e[key]), spec)
+
     rows = [
         [
             f"<b>{int(e['k'])}</b>" if e.get("chosen") else str(int(e["k"])),
             f"{float(e['wcss']):,.1f}",
-            "n/a" if e.get("silhouette") is None else f"{float(e['silhouette']):.3f}",
-            "n/a" if e.get("smallest_cluster_share") is None else f"{float(e['smallest_cluster_share']):.1%}",
+            num(e, "silhouette", ".3f"),
+            num(e, "calinski_harabasz", ",.1f"),
+            num(e, "davies_bouldin", ".3f"),
+            num(e, "smallest_cluster_share", ".1%"),
+            num(e, "stability", ".3f"),
+            _e(e.get("vetoes") or ""),
             "<b>chosen</b>" if e.get("chosen") else "",
         ]
         for e in data.elbow
     ]
-    return _table(["k", "WCSS", "Silhouette", "Smallest segment (share)", ""], rows, (0, 1, 2, 3))
+    return _table(
+        [
+            "k",
+            "WCSS",
+            "Silhouette",
+            "Calinski-Harabasz",
+            "Davies-Bouldin",
+            "Smallest segment (share)",
+            "Stability (ARI)",
+            "Vetoed because",
+            "",
+        ],
+        rows,
+        (0, 1, 2, 3, 4, 5, 6),
+    )
 
 
 def _rfm_tables(data: ReportData) -> tuple[str, str]:
@@ -1298,6 +1321,10 @@ def render_html(data: ReportData, images: dict[str, bytes]) -> str:
         f"<p>Chosen k = <b>{_e(m.get('chosen_k', 'n/a'))}</b>: {_e(m.get('chosen_k_reason', 'n/a'))}.</p>",
         fig("elbow.png"),
         fig("silhouette.png"),
+        "<p>Per k: silhouette (higher is better), Calinski-Harabasz (higher is better), Davies-Bouldin (lower is "
+        "better), the smallest segment's share and stability (mean adjusted Rand index against fits with other "
+        "seeds; 1 = the same segments whatever the seed). A k is vetoed when its smallest segment or its "
+        "stability is below the configured minimum.</p>",
         _k_table(data),
         '<h2 id="sizes">Segment sizes and revenue</h2>',
         fig("segment_sizes.png"),

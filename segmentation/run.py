@@ -23,10 +23,12 @@ from pyspark.sql import types as T
 
 from segmentation import __version__
 from segmentation.config import FEATURE_COLUMNS, candidate_ks
+from segmentation.diagnostics import elbow_rows as elbow_rows_of
+from segmentation.diagnostics import select_k
 from segmentation.errors import InputError, ModelError
 from segmentation.features import EXCLUDED_REASONS, customer_features, with_line_kind
 from segmentation.io import original_columns, read_transactions
-from segmentation.model import choose_k, segment_order, sweep_k
+from segmentation.model import segment_order
 from segmentation.prepare import fit_preparation
 from segmentation.profile import (
     SEGMENT_COLUMNS,
@@ -164,16 +166,37 @@ def run_segmentation(spark: SparkSession, cfg: dict[str, Any], run_id: str | Non
             scaled_df.count()
 
         with timer.stage("model"):
-            fits = sweep_k(
-                scaled_df,
-                ks,
-                int(model_cfg["seed"]),
-                int(model_cfg["max_iter"]),
-                float(model_cfg["tol"]),
-                parallelism=int(model_cfg["parallelism"]),
-            )
-            chosen_k, why = choose_k(fits, model_cfg["k"])
-            chosen = next(f for f in fits if f.k == chosen_k)
+            selection = select_k(scaled_df, ks, model_cfg, len(prep_cfg["features"]))
+            outlier_clusters = selection.outlier_clusters(model_cfg["min_cluster_share"])
+            if outlier_clusters and model_cfg["outliers"] == "exclude":
+                # a tiny cluster vetoes the knee: its customers are outliers; refit once without them
+                outliers_df = (
+                    selection.chosen.model.transform(scaled_df)
+                    .filter(F.col("cluster").isin(outlier_clusters))
+                    .select("customer_id", F.lit("outlier").alias("_outlier"))
+                )
+                customers_df = (
+                    customers_df.join(outliers_df, "customer_id", "left")
+                    .withColumn("excluded_reason", F.coalesce("excluded_reason", "_outlier"))
+                    .drop("_outlier")
+                    .persist()
+                )
+                persisted.append(customers_df)
+                clustered_df = clustered_df.join(outliers_df, "customer_id", "left_anti").persist()
+                persisted.append(clustered_df)
+                excluded = _ordered_counts(_count_by(customers_df, "excluded_reason"), EXCLUDED_REASONS)
+                clustered = clustered_df.count()
+                log.info("excluded %d outlier customer(s); refitting", excluded.get("outlier", 0))
+                if max(ks) > clustered:
+                    raise ModelError(
+                        f"cannot fit k={max(ks)}: only {clustered} customers left after outliers"
+                    )
+                prep_model, bounds = fit_preparation(clustered_df, prep_cfg)
+                scaled_df = prep_model.transform(clustered_df).persist()
+                persisted.append(scaled_df)
+                selection = select_k(scaled_df, ks, model_cfg, len(prep_cfg["features"]))
+            chosen_k, why = selection.choice.k, selection.choice.reason
+            chosen = selection.chosen
             log.info("chosen k=%d: %s", chosen_k, why)
             assigned_df = chosen.model.transform(scaled_df)
             order = segment_order(assigned_df)
@@ -194,7 +217,7 @@ def run_segmentation(spark: SparkSession, cfg: dict[str, Any], run_id: str | Non
             scored_customers_df = customers_df.transform(with_rfm_scores, breakpoints=rfm_bp)
             segments_df = _segments_table(assigned_df, scored_customers_df, names, run_id).persist()
             persisted.append(segments_df)
-            elbow_rows = _elbow_rows(fits, chosen_k, clustered)
+            elbow_rows = elbow_rows_of(selection, clustered)
         manifest = {
             "run_id": run_id,
             "snapshot_date": snapshot_date.isoformat(),
@@ -209,6 +232,9 @@ def run_segmentation(spark: SparkSession, cfg: dict[str, Any], run_id: str | Non
             "k_candidates": ks,
             "chosen_k": chosen_k,
             "chosen_k_reason": why,
+            "clear_structure": selection.choice.clear_structure,
+            "structure_gap": selection.gap,
+            "vetoed_k": {str(k): v for k, v in sorted(selection.choice.vetoed.items())},
             "seed": int(model_cfg["seed"]),
             "features": prep_cfg["features"],
             "log1p": prep_cfg["log1p"],
@@ -313,19 +339,6 @@ def _profiles_df(spark: SparkSession, profiles: list[dict[str, Any]], run_id: st
     return spark.createDataFrame(rows, schema).withColumn("run_id", F.lit(run_id))
 
 
-def _elbow_rows(fits, chosen_k: int, clustered: int) -> list[dict[str, Any]]:
-    return [
-        {
-            "k": f.k,
-            "wcss": f.wcss,
-            "silhouette": f.silhouette,
-            "chosen": f.k == chosen_k,
-            "smallest_cluster_share": min(f.cluster_sizes) / clustered,
-        }
-        for f in fits
-    ]
-
-
 def _elbow_df(spark: SparkSession, rows: list[dict[str, Any]], run_id: str) -> DataFrame:
     schema = T.StructType(
         [
@@ -334,6 +347,11 @@ def _elbow_df(spark: SparkSession, rows: list[dict[str, Any]], run_id: str) -> D
             T.StructField("silhouette", T.DoubleType(), True),
             T.StructField("chosen", T.BooleanType(), False),
             T.StructField("smallest_cluster_share", T.DoubleType(), False),
+            T.StructField("calinski_harabasz", T.DoubleType(), True),
+            T.StructField("davies_bouldin", T.DoubleType(), True),
+            T.StructField("stability", T.DoubleType(), True),
+            T.StructField("cluster_sizes", T.ArrayType(T.LongType(), False), False),
+            T.StructField("vetoes", T.StringType(), True),
         ]
     )
     data = [tuple(r[f.name] for f in schema.fields) for r in rows]
