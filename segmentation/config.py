@@ -30,8 +30,15 @@ FEATURE_COLUMNS = (
     "avg_order_value",
 )
 
+#: `model.method`: the Spark ML clustering methods the job can use.
+METHODS = ("kmeans", "bisecting_kmeans", "gaussian_mixture")
+
+#: `input.kind`: a transaction log aggregated per customer, or a table with one row per customer.
+INPUT_KINDS = ("transactions", "customers")
+
 DEFAULTS: dict[str, Any] = {
     "input": {
+        "kind": "transactions",
         "path": BUNDLED_INPUT,
         "format": "parquet",
         "timestamp_format": "yyyy-MM-dd HH:mm:ss",
@@ -46,6 +53,13 @@ DEFAULTS: dict[str, Any] = {
             "amount": None,
         },
         "return_order_prefix": "C",
+        # input.kind customers: numeric and categorical columns of the customer table (original names)
+        "features": [],
+        "categorical": [],
+        # a missing feature value: reject the customer (reason missing_value) or impute it (Spark ML Imputer;
+        # categoricals get a category of their own)
+        "missing": "reject",
+        "impute_strategy": "mean",
     },
     "cleaning": {"drop_duplicates": True, "returns": "net"},
     "snapshot_date": None,
@@ -55,6 +69,10 @@ DEFAULTS: dict[str, Any] = {
         "cap_quantiles": [0.0, 0.995],
     },
     "model": {
+        # kmeans, bisecting_kmeans (hierarchical) or gaussian_mixture (soft; membership probability)
+        "method": "kmeans",
+        # compare mode: other methods run on the same features, tabulated in the report and the manifest
+        "compare": [],
         "k": None,
         "k_min": 2,
         "k_max": 10,
@@ -159,6 +177,18 @@ def validate_config(cfg: dict[str, Any]) -> dict[str, Any]:
         raise ConfigError("input.path is required")
     if inp["format"] not in ("csv", "parquet"):
         raise ConfigError(f"input.format must be 'csv' or 'parquet', got {inp['format']!r}")
+    if inp["kind"] not in INPUT_KINDS:
+        raise ConfigError(f"input.kind must be one of {', '.join(INPUT_KINDS)}, got {inp['kind']!r}")
+    snap = cfg.get("snapshot_date")
+    if snap is not None:
+        if isinstance(snap, dt.date):
+            snap = snap.isoformat()
+        try:
+            cfg["snapshot_date"] = dt.date.fromisoformat(str(snap)).isoformat()
+        except ValueError as exc:
+            raise ConfigError(f"snapshot date must be YYYY-MM-DD, got {snap!r}") from exc
+    if inp["kind"] == "customers":
+        return _validate_customers(cfg)
     cols = inp["columns"]
     if not cols.get("customer_id") or not cols.get("timestamp"):
         raise ConfigError("input.columns.customer_id and input.columns.timestamp are required")
@@ -178,15 +208,6 @@ def validate_config(cfg: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(cfg["cleaning"]["drop_duplicates"], bool):
         raise ConfigError("cleaning.drop_duplicates must be true or false")
 
-    snap = cfg.get("snapshot_date")
-    if snap is not None:
-        if isinstance(snap, dt.date):
-            snap = snap.isoformat()
-        try:
-            cfg["snapshot_date"] = dt.date.fromisoformat(str(snap)).isoformat()
-        except ValueError as exc:
-            raise ConfigError(f"snapshot date must be YYYY-MM-DD, got {snap!r}") from exc
-
     prep = cfg["prepare"]
     features = list(prep["features"] or [])
     if not features:
@@ -195,6 +216,62 @@ def validate_config(cfg: dict[str, Any]) -> dict[str, Any]:
         if name not in FEATURE_COLUMNS:
             raise ConfigError(f"unknown feature {name!r}; choose from {', '.join(FEATURE_COLUMNS)}")
     prep["log1p"] = [f for f in (prep["log1p"] or []) if f in features]
+    _check_caps(prep)
+    return _validate_model_and_output(cfg)
+
+
+def _names(value: Any, key: str) -> list[str]:
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise ConfigError(f"{key} must be a list of column names, got {value!r}")
+    if len(set(value)) != len(value):
+        raise ConfigError(f"{key} lists a column twice: {value!r}")
+    return list(value)
+
+
+def _validate_customers(cfg: dict[str, Any]) -> dict[str, Any]:
+    """`input.kind: customers`: the columns to read and the model features among them."""
+    inp, prep = cfg["input"], cfg["prepare"]
+    if not inp["columns"].get("customer_id"):
+        raise ConfigError("input.columns.customer_id is required")
+    numeric = _names(inp["features"], "input.features")
+    categorical = _names(inp["categorical"], "input.categorical")
+    inp["features"], inp["categorical"] = numeric, categorical
+    both = sorted(set(numeric) & set(categorical))
+    if both:
+        raise ConfigError(f"column(s) {both} are in both input.features and input.categorical")
+    if not numeric and not categorical:
+        raise ConfigError("input.kind customers needs input.features and/or input.categorical")
+    if inp["missing"] not in ("reject", "impute"):
+        raise ConfigError(f"input.missing must be 'reject' or 'impute', got {inp['missing']!r}")
+    if inp["impute_strategy"] not in ("mean", "median", "mode"):
+        raise ConfigError(
+            f"input.impute_strategy must be mean, median or mode, got {inp['impute_strategy']!r}"
+        )
+    available = numeric + categorical
+    features = _names(prep["features"], "prepare.features")
+    if features == DEFAULTS["prepare"]["features"]:
+        features = available  # the transaction default does not apply: cluster on every listed column
+    if not features:
+        raise ConfigError("prepare.features must list at least one feature")
+    for name in features:
+        if name not in available:
+            raise ConfigError(
+                f"unknown feature {name!r}; with input.kind customers choose from input.features and "
+                f"input.categorical: {', '.join(available)}"
+            )
+    prep["features"] = features
+    log1p = [f for f in _names(prep["log1p"], "prepare.log1p") if f in features]
+    bad = [f for f in log1p if f in categorical]
+    if bad:
+        raise ConfigError(f"prepare.log1p applies to numeric features only, not {bad}")
+    prep["log1p"] = log1p
+    _check_caps(prep)
+    return _validate_model_and_output(cfg)
+
+
+def _check_caps(prep: dict[str, Any]) -> None:
     caps = prep["cap_quantiles"]
     if caps is not None:
         if (
@@ -208,7 +285,15 @@ def validate_config(cfg: dict[str, Any]) -> dict[str, Any]:
             )
         prep["cap_quantiles"] = [float(caps[0]), float(caps[1])]
 
+
+def _validate_model_and_output(cfg: dict[str, Any]) -> dict[str, Any]:
     model = cfg["model"]
+    if model["method"] not in METHODS:
+        raise ConfigError(f"model.method must be one of {', '.join(METHODS)}, got {model['method']!r}")
+    compare = model["compare"] or []
+    if not isinstance(compare, list) or any(m not in METHODS for m in compare):
+        raise ConfigError(f"model.compare must list methods among {', '.join(METHODS)}, got {compare!r}")
+    model["compare"] = list(dict.fromkeys(compare))
     if model["k"] is not None:
         _positive_int(model["k"], "model.k", 2)
     else:

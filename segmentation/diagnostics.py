@@ -23,7 +23,7 @@ from pyspark.ml.functions import array_to_vector, vector_to_array
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from segmentation.model import fit_kmeans, sweep_k
+from segmentation.methods import fit_method, sweep_method
 
 log = logging.getLogger(__name__)
 
@@ -171,17 +171,27 @@ def stability(
     fit: FitFunction,
     prediction_col: str = "cluster",
 ) -> float | None:
-    """Mean adjusted Rand index between `model`'s assignment and fits of the same k with each of `seeds`."""
+    """Mean adjusted Rand index over every pair of fits at this k: `model` and one fit per seed in `seeds`.
+
+    Pairs (not only "against the first fit"), so one unlucky seed lowers the score without deciding it.
+    """
     if not seeds:
         return None
-    base = model.transform(scaled_df).select(
-        *[c for c in scaled_df.columns], F.col(prediction_col).alias("_base")
-    )
-    scores = []
-    for seed in seeds:
+    labelled = model.transform(scaled_df).select(*scaled_df.columns, F.col(prediction_col).alias("_a0"))
+    for i, seed in enumerate(seeds, start=1):
         other = fit(scaled_df, k, seed)
-        both = other.transform(base).select("_base", F.col(prediction_col).alias("_other"))
-        scores.append(adjusted_rand_index(both, "_base", "_other"))
+        labelled = other.transform(labelled).select(
+            *scaled_df.columns, *[f"_a{j}" for j in range(i)], F.col(prediction_col).alias(f"_a{i}")
+        )
+    labels_df = labelled.select(*[f"_a{j}" for j in range(len(seeds) + 1)]).cache()
+    try:
+        scores = [
+            adjusted_rand_index(labels_df, f"_a{a}", f"_a{b}")
+            for a in range(len(seeds) + 1)
+            for b in range(a + 1, len(seeds) + 1)
+        ]
+    finally:
+        labels_df.unpersist()
     return sum(scores) / len(scores)
 
 
@@ -450,10 +460,11 @@ def select_k(scaled_df: DataFrame, ks: list[int], model_cfg: dict[str, Any], dim
     """
     seed, max_iter, tol = int(model_cfg["seed"]), int(model_cfg["max_iter"]), float(model_cfg["tol"])
     parallelism = int(model_cfg["parallelism"])
-    fits = sweep_k(scaled_df, ks, seed, max_iter, tol, parallelism=parallelism)
+    method = model_cfg.get("method", "kmeans")
+    fits = sweep_method(method, scaled_df, ks, seed, max_iter, tol, parallelism=parallelism)
 
     def fit(df: DataFrame, k: int, s: int):
-        return fit_kmeans(df, k, s, max_iter, tol)
+        return fit_method(method, df, k, s, max_iter, tol)
 
     diags = k_diagnostics(
         scaled_df,
@@ -486,6 +497,8 @@ def elbow_rows(selection: Selection, clustered: int) -> list[dict[str, Any]]:
     for f, d in zip(selection.fits, selection.diagnostics):
         rows.append(
             {
+                "method": getattr(f, "method", "kmeans"),
+                "log_likelihood": getattr(f, "log_likelihood", None),
                 "k": f.k,
                 "wcss": f.wcss,
                 "silhouette": f.silhouette,
@@ -499,3 +512,48 @@ def elbow_rows(selection: Selection, clustered: int) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+def compare_methods(
+    scaled_df: DataFrame, ks: list[int], model_cfg: dict[str, Any], dim: int, main: Selection, clustered: int
+) -> tuple[dict[str, Selection], dict[str, Any]]:
+    """`model.compare`: run the other listed methods on the same features and tabulate every method and k.
+
+    Returns the selection per method (the configured method's is `main`) and, for the manifest and the
+    report, `{"methods": {method: {chosen_k, reason, clear_structure}}, "rows": [...]}` with one row per
+    method and k: silhouette, Calinski-Harabasz, Davies-Bouldin, cluster sizes, smallest cluster share,
+    stability, vetoes and whether it is that method's choice.
+    """
+    selections = {model_cfg["method"]: main}
+    for method in model_cfg["compare"]:
+        if method not in selections:
+            log.info("compare: %s", method)
+            selections[method] = select_k(scaled_df, ks, {**model_cfg, "method": method}, dim)
+    rows = []
+    for method, sel in selections.items():
+        for r in elbow_rows(sel, clustered):
+            rows.append(
+                {
+                    "method": method,
+                    "k": r["k"],
+                    "silhouette": r["silhouette"],
+                    "calinski_harabasz": r["calinski_harabasz"],
+                    "davies_bouldin": r["davies_bouldin"],
+                    "cluster_sizes": r["cluster_sizes"],
+                    "smallest_cluster_share": r["smallest_cluster_share"],
+                    "stability": r["stability"],
+                    "wcss": r["wcss"],
+                    "log_likelihood": r["log_likelihood"],
+                    "vetoes": r["vetoes"],
+                    "chosen": r["chosen"],
+                }
+            )
+    summary = {
+        method: {
+            "chosen_k": sel.choice.k,
+            "reason": sel.choice.reason,
+            "clear_structure": sel.choice.clear_structure,
+        }
+        for method, sel in selections.items()
+    }
+    return selections, {"methods": summary, "rows": rows}

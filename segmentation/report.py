@@ -1190,6 +1190,56 @@ def _k_table(data: ReportData) -> str:
     )
 
 
+def comparison_html(manifest: dict[str, Any]) -> list[str]:
+    """`model.compare`: each method's choice, and per method and k the separation metrics and sizes."""
+    comparison = manifest.get("comparison")
+    if not comparison:
+        return []
+
+    def num(v: Any, spec: str) -> str:
+        return "n/a" if v is None else format(float(v), spec)
+
+    choices = [
+        [_e(method), _e(c["chosen_k"]), "yes" if c["clear_structure"] else "no", _e(c["reason"])]
+        for method, c in comparison["methods"].items()
+    ]
+    rows = [
+        [
+            _e(r["method"]),
+            f"<b>{int(r['k'])}</b>" if r["chosen"] else str(int(r["k"])),
+            num(r["silhouette"], ".3f"),
+            num(r["calinski_harabasz"], ",.1f"),
+            num(r["davies_bouldin"], ".3f"),
+            num(r["smallest_cluster_share"], ".1%"),
+            num(r["stability"], ".3f"),
+            _e(", ".join(f"{int(n):,}" for n in r["cluster_sizes"])),
+            _e(r["vetoes"] or ""),
+        ]
+        for r in comparison["rows"]
+    ]
+    return [
+        '<h2 id="compare">Methods compared</h2>',
+        "<p>The same features clustered by each method (<code>model.compare</code>); the segments above come from "
+        f"<b>{_e(manifest.get('method', 'kmeans'))}</b>. Each method's own choice of k is in bold.</p>",
+        _table(["Method", "Chosen k", "Clear structure", "Why"], choices, (1,)),
+        _table(
+            [
+                "Method",
+                "k",
+                "Silhouette",
+                "Calinski-Harabasz",
+                "Davies-Bouldin",
+                "Smallest cluster",
+                "Stability",
+                "Cluster sizes",
+                "Vetoed because",
+            ],
+            rows,
+            (1, 2, 3, 4, 5, 6),
+        ),
+    ]
+
+
 def _rfm_tables(data: ReportData) -> tuple[str, str]:
     """The score ranges of R, F and M (from the manifest's breakpoints) and the RFM segments with actions."""
     breakpoints = data.manifest.get("rfm_breakpoints") or {}
@@ -1326,6 +1376,7 @@ def render_html(data: ReportData, images: dict[str, bytes]) -> str:
         "seeds; 1 = the same segments whatever the seed). A k is vetoed when its smallest segment or its "
         "stability is below the configured minimum.</p>",
         _k_table(data),
+        *comparison_html(m),
         '<h2 id="sizes">Segment sizes and revenue</h2>',
         fig("segment_sizes.png"),
         '<h2 id="profiles">Segment profiles</h2>',

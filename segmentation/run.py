@@ -23,11 +23,12 @@ from pyspark.sql import types as T
 
 from segmentation import __version__
 from segmentation.config import FEATURE_COLUMNS, candidate_ks
+from segmentation.diagnostics import compare_methods, select_k
 from segmentation.diagnostics import elbow_rows as elbow_rows_of
-from segmentation.diagnostics import select_k
 from segmentation.errors import InputError, ModelError
 from segmentation.features import EXCLUDED_REASONS, customer_features, with_line_kind
 from segmentation.io import original_columns, read_transactions
+from segmentation.methods import model_centers, with_membership_probability
 from segmentation.model import segment_order
 from segmentation.prepare import fit_preparation
 from segmentation.profile import (
@@ -42,6 +43,7 @@ from segmentation.profile import (
 from segmentation.publish import SnapshotPublisher
 from segmentation.report import collect_report_data, write_report
 from segmentation.rfm import RFM_ACTIONS, rfm_breakpoints, rfm_segment_profiles, with_rfm_scores
+from segmentation.run_customers import run_customer_segmentation
 from segmentation.validate import (
     REJECT_REASONS,
     classify_rows,
@@ -88,6 +90,8 @@ def run_segmentation(spark: SparkSession, cfg: dict[str, Any], run_id: str | Non
     timer = StageTimer()
     inp, model_cfg, prep_cfg = cfg["input"], cfg["model"], cfg["prepare"]
     spark.conf.set("spark.sql.session.timeZone", inp["time_zone"])
+    if inp.get("kind") == "customers":
+        return run_customer_segmentation(spark, cfg, run_id, timer, started)
     publisher = SnapshotPublisher(spark, cfg["output"]["path"], run_id)
     publisher.check_writable()
     persisted: list[DataFrame] = []
@@ -198,9 +202,9 @@ def run_segmentation(spark: SparkSession, cfg: dict[str, Any], run_id: str | Non
             chosen_k, why = selection.choice.k, selection.choice.reason
             chosen = selection.chosen
             log.info("chosen k=%d: %s", chosen_k, why)
-            assigned_df = chosen.model.transform(scaled_df)
+            assigned_df = chosen.model.transform(scaled_df).transform(with_membership_probability)
             order = segment_order(assigned_df)
-            centers = [list(map(float, c)) for c in chosen.model.clusterCenters()]
+            centers = model_centers(chosen.model)
             assigned_df = assigned_df.transform(with_segment_columns, order=order, centers=centers)
 
         with timer.stage("profile"):
@@ -215,9 +219,16 @@ def run_segmentation(spark: SparkSession, cfg: dict[str, Any], run_id: str | Non
             centers_by_segment = {order[c]: original_centers[c] for c in range(len(centers))}
             profiles = build_profiles(stats, names, centers_by_segment, prep_cfg["features"])
             scored_customers_df = customers_df.transform(with_rfm_scores, breakpoints=rfm_bp)
-            segments_df = _segments_table(assigned_df, scored_customers_df, names, run_id).persist()
+            segments_df = _segments_table(
+                assigned_df, scored_customers_df, names, run_id, model_cfg["method"] == "gaussian_mixture"
+            ).persist()
             persisted.append(segments_df)
             elbow_rows = elbow_rows_of(selection, clustered)
+        comparison = None
+        if model_cfg["compare"]:
+            with timer.stage("compare"):
+                dim = len(prep_cfg["features"])
+                _, comparison = compare_methods(scaled_df, ks, model_cfg, dim, selection, clustered)
         manifest = {
             "run_id": run_id,
             "snapshot_date": snapshot_date.isoformat(),
@@ -232,6 +243,8 @@ def run_segmentation(spark: SparkSession, cfg: dict[str, Any], run_id: str | Non
             "k_candidates": ks,
             "chosen_k": chosen_k,
             "chosen_k_reason": why,
+            "method": model_cfg["method"],
+            "comparison": comparison,
             "clear_structure": selection.choice.clear_structure,
             "structure_gap": selection.gap,
             "vetoed_k": {str(k): v for k, v in sorted(selection.choice.vetoed.items())},
@@ -305,7 +318,7 @@ def run_segmentation(spark: SparkSession, cfg: dict[str, Any], run_id: str | Non
 
 
 def _segments_table(
-    assigned_df: DataFrame, customers_df: DataFrame, names: dict[int, str], run_id: str
+    assigned_df: DataFrame, customers_df: DataFrame, names: dict[int, str], run_id: str, soft: bool = False
 ) -> DataFrame:
     name_map = F.create_map(*[F.lit(v) for pair in sorted(names.items()) for v in pair])
     clustered = assigned_df.select(
@@ -313,11 +326,14 @@ def _segments_table(
         "segment_id",
         name_map[F.col("segment_id")].alias("segment_name"),
         "distance_to_center",
+        "membership_probability",
     )
+    # a Gaussian mixture adds each customer's probability of its segment after the documented columns
+    extra = ["membership_probability"] if soft else []
     return (
         customers_df.join(clustered, "customer_id", "left")
         .withColumn("run_id", F.lit(run_id))
-        .select(*SEGMENT_COLUMNS)
+        .select(*SEGMENT_COLUMNS, *extra)
     )
 
 
@@ -342,6 +358,8 @@ def _profiles_df(spark: SparkSession, profiles: list[dict[str, Any]], run_id: st
 def _elbow_df(spark: SparkSession, rows: list[dict[str, Any]], run_id: str) -> DataFrame:
     schema = T.StructType(
         [
+            T.StructField("method", T.StringType(), False),
+            T.StructField("log_likelihood", T.DoubleType(), True),
             T.StructField("k", T.IntegerType(), False),
             T.StructField("wcss", T.DoubleType(), False),
             T.StructField("silhouette", T.DoubleType(), True),
@@ -355,4 +373,6 @@ def _elbow_df(spark: SparkSession, rows: list[dict[str, Any]], run_id: str) -> D
         ]
     )
     data = [tuple(r[f.name] for f in schema.fields) for r in rows]
-    return spark.createDataFrame(data, schema).withColumn("run_id", F.lit(run_id))
+    # the documented columns first, method and log-likelihood (Gaussian mixture) after them
+    order = [f.name for f in schema.fields[2:]] + ["method", "log_likelihood"]
+    return spark.createDataFrame(data, schema).select(*order).withColumn("run_id", F.lit(run_id))

@@ -3,6 +3,7 @@ with a known answer (planted groups, one blob, a few extreme outliers)."""
 
 from __future__ import annotations
 
+import copy
 import random
 
 import pytest
@@ -35,7 +36,9 @@ def _scaled(spark, rows):
 
 def _select(scaled):
     model_cfg = {**DEFAULTS["model"], "max_iter": 20, "stability_fits": 1}
-    return select_k(scaled, KS, validate_config({**DEFAULTS, "model": model_cfg})["model"], dim=2)
+    return select_k(
+        scaled, KS, validate_config({**copy.deepcopy(DEFAULTS), "model": model_cfg})["model"], dim=2
+    )
 
 
 def _groups(centers, n, rng, prefix="g"):
