@@ -60,6 +60,14 @@ DEFAULTS: dict[str, Any] = {
         # categoricals get a category of their own)
         "missing": "reject",
         "impute_strategy": "mean",
+        # input.kind transactions: a customer table beside the transactions, joined on the customer id
+        "demographics": {
+            "path": None,
+            "format": "csv",
+            "customer_id": "CustomerID",
+            "features": [],
+            "categorical": [],
+        },
     },
     "cleaning": {"drop_duplicates": True, "returns": "net"},
     "snapshot_date": None,
@@ -208,13 +216,28 @@ def validate_config(cfg: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(cfg["cleaning"]["drop_duplicates"], bool):
         raise ConfigError("cleaning.drop_duplicates must be true or false")
 
+    demo = inp["demographics"]
+    demo_numeric: list[str] = []
+    if demo.get("path"):
+        if demo["format"] not in ("csv", "parquet"):
+            raise ConfigError(f"input.demographics.format must be 'csv' or 'parquet', got {demo['format']!r}")
+        if not demo.get("customer_id"):
+            raise ConfigError("input.demographics.customer_id is required")
+        demo_numeric = _names(demo["features"], "input.demographics.features")
+        demo_categorical = _names(demo["categorical"], "input.demographics.categorical")
+        clash = sorted(set(demo_numeric + demo_categorical) & set(FEATURE_COLUMNS + ("customer_id",)))
+        if clash:
+            raise ConfigError(f"input.demographics columns {clash} clash with the transaction features")
+        if not demo_numeric and not demo_categorical:
+            raise ConfigError("input.demographics needs features and/or categorical columns")
     prep = cfg["prepare"]
     features = list(prep["features"] or [])
     if not features:
         raise ConfigError("prepare.features must list at least one feature")
+    allowed = FEATURE_COLUMNS + tuple(demo_numeric)
     for name in features + list(prep["log1p"] or []):
-        if name not in FEATURE_COLUMNS:
-            raise ConfigError(f"unknown feature {name!r}; choose from {', '.join(FEATURE_COLUMNS)}")
+        if name not in allowed:
+            raise ConfigError(f"unknown feature {name!r}; choose from {', '.join(allowed)}")
     prep["log1p"] = [f for f in (prep["log1p"] or []) if f in features]
     _check_caps(prep)
     return _validate_model_and_output(cfg)

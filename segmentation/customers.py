@@ -264,3 +264,65 @@ def customer_profiles(
         for k in keys:
             p.setdefault(k, 0.0)
     return profiles
+
+
+def demographics_input(input_cfg: dict[str, Any]) -> dict[str, Any]:
+    """The customer-table settings of `input.demographics` (its rows are validated like a customer table)."""
+    demo = input_cfg["demographics"]
+    return {
+        "path": demo["path"],
+        "format": demo["format"],
+        "csv": input_cfg.get("csv") or {},
+        "columns": {"customer_id": demo["customer_id"]},
+        "features": list(demo["features"]),
+        "categorical": list(demo["categorical"]),
+        "missing": "reject",
+        "impute_strategy": "mean",
+    }
+
+
+def accepted_customers(classified_df: DataFrame, input_cfg: dict[str, Any]) -> DataFrame:
+    """The accepted rows of a classified customer table: `customer_id` and the columns under their own names."""
+    return classified_df.filter(F.col("reject_reason").isNull()).select(
+        "customer_id", *[F.col(internal).alias(name) for name, internal in internal_names(input_cfg).items()]
+    )
+
+
+def with_demographics(customers_df: DataFrame, demographics_df: DataFrame) -> DataFrame:
+    """Join demographic columns onto transaction-derived customers; a clusterable customer without an accepted
+    demographics row gets `excluded_reason` `no_demographics` (its columns stay null)."""
+    joined = customers_df.join(
+        demographics_df.withColumn("_has_demographics", F.lit(True)), "customer_id", "left"
+    )
+    return joined.withColumn(
+        "excluded_reason",
+        F.coalesce(
+            F.col("excluded_reason"),
+            F.when(F.col("_has_demographics").isNull(), F.lit("no_demographics")),
+        ),
+    ).drop("_has_demographics")
+
+
+def add_demographic_profiles(
+    profiles: list[dict[str, Any]], assigned_df: DataFrame, numeric: list[str], categorical: list[str]
+) -> None:
+    """Add `mean_<f>` per numeric and `share_<f>=<value>` per categorical demographic column to each profile."""
+    if numeric:
+        aggs = [F.avg(col(f)).alias(f) for f in numeric]
+        means = {int(r["segment_id"]): r for r in assigned_df.groupBy("segment_id").agg(*aggs).collect()}
+        for p in profiles:
+            for f in numeric:
+                value = means[p["segment_id"]][f]
+                p[f"mean_{f}"] = None if value is None else float(value)
+    for f in categorical:
+        counts = assigned_df.groupBy("segment_id", col(f).alias("_v")).count().collect()
+        values = sorted({r["_v"] if r["_v"] is not None else "(missing)" for r in counts})
+        for p in profiles:
+            for v in values:
+                n = sum(
+                    r["count"]
+                    for r in counts
+                    if r["segment_id"] == p["segment_id"]
+                    and (r["_v"] if r["_v"] is not None else "(missing)") == v
+                )
+                p[f"share_{f}={v}"] = n / p["customers"]

@@ -224,6 +224,8 @@ def histogram_specs(
             inner = sorted({math.floor(e + 0.5) - 0.5 for e in edges[1:-1]} - {lo, hi})
             edges = [lo, *(e for e in inner if lo < e < hi), hi]
         edges[0], edges[-1] = lo, hi
+        if len(edges) < 3:  # a constant whole-number feature (everyone ordered once): Bucketizer needs 2 bins
+            edges = [lo, (lo + hi) / 2, hi]
         specs[f] = (use_log, edges)
     return specs
 

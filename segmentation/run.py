@@ -23,6 +23,15 @@ from pyspark.sql import types as T
 
 from segmentation import __version__
 from segmentation.config import FEATURE_COLUMNS, candidate_ks
+from segmentation.customers import (
+    CUSTOMER_REJECT_REASONS,
+    accepted_customers,
+    add_demographic_profiles,
+    classify_customer_rows,
+    demographics_input,
+    read_customer_table,
+    with_demographics,
+)
 from segmentation.diagnostics import compare_methods, select_k
 from segmentation.diagnostics import elbow_rows as elbow_rows_of
 from segmentation.errors import InputError, ModelError
@@ -140,7 +149,13 @@ def run_segmentation(spark: SparkSession, cfg: dict[str, Any], run_id: str | Non
                 return_prefix=inp.get("return_order_prefix"),
                 has_order_id=bool(inp["columns"].get("order_id")),
             )
-            customers_df = customer_features(lines_df, snapshot_date, cfg["cleaning"]["returns"]).persist()
+            customers_df = customer_features(lines_df, snapshot_date, cfg["cleaning"]["returns"])
+            demographics, demo_columns = None, []
+            if inp["demographics"].get("path"):
+                customers_df, demographics, demo_columns = _join_demographics(
+                    spark, inp, customers_df, persisted
+                )
+            customers_df = customers_df.persist()
             persisted.append(customers_df)
             excluded = _ordered_counts(_count_by(customers_df, "excluded_reason"), EXCLUDED_REASONS)
             customers = customers_df.count()
@@ -218,9 +233,17 @@ def run_segmentation(spark: SparkSession, cfg: dict[str, Any], run_id: str | Non
             )
             centers_by_segment = {order[c]: original_centers[c] for c in range(len(centers))}
             profiles = build_profiles(stats, names, centers_by_segment, prep_cfg["features"])
+            if demo_columns:
+                demo = inp["demographics"]
+                add_demographic_profiles(profiles, assigned_df, demo["features"], demo["categorical"])
             scored_customers_df = customers_df.transform(with_rfm_scores, breakpoints=rfm_bp)
             segments_df = _segments_table(
-                assigned_df, scored_customers_df, names, run_id, model_cfg["method"] == "gaussian_mixture"
+                assigned_df,
+                scored_customers_df,
+                names,
+                run_id,
+                model_cfg["method"] == "gaussian_mixture",
+                demo_columns,
             ).persist()
             persisted.append(segments_df)
             elbow_rows = elbow_rows_of(selection, clustered)
@@ -245,6 +268,7 @@ def run_segmentation(spark: SparkSession, cfg: dict[str, Any], run_id: str | Non
             "chosen_k_reason": why,
             "method": model_cfg["method"],
             "comparison": comparison,
+            "demographics": demographics,
             "clear_structure": selection.choice.clear_structure,
             "structure_gap": selection.gap,
             "vetoed_k": {str(k): v for k, v in sorted(selection.choice.vetoed.items())},
@@ -318,7 +342,12 @@ def run_segmentation(spark: SparkSession, cfg: dict[str, Any], run_id: str | Non
 
 
 def _segments_table(
-    assigned_df: DataFrame, customers_df: DataFrame, names: dict[int, str], run_id: str, soft: bool = False
+    assigned_df: DataFrame,
+    customers_df: DataFrame,
+    names: dict[int, str],
+    run_id: str,
+    soft: bool = False,
+    extra_columns: list[str] | None = None,
 ) -> DataFrame:
     name_map = F.create_map(*[F.lit(v) for pair in sorted(names.items()) for v in pair])
     clustered = assigned_df.select(
@@ -329,12 +358,39 @@ def _segments_table(
         "membership_probability",
     )
     # a Gaussian mixture adds each customer's probability of its segment after the documented columns
-    extra = ["membership_probability"] if soft else []
+    # and joined demographic columns (input.demographics) come last
+    extra = (["membership_probability"] if soft else []) + list(extra_columns or [])
     return (
         customers_df.join(clustered, "customer_id", "left")
         .withColumn("run_id", F.lit(run_id))
         .select(*SEGMENT_COLUMNS, *extra)
     )
+
+
+def _join_demographics(
+    spark: SparkSession, inp: dict[str, Any], customers_df: DataFrame, persisted: list[DataFrame]
+) -> tuple[DataFrame, dict[str, Any], list[str]]:
+    """Read and validate the customer table beside the transactions and join it; returns the joined customers,
+    the demographics' reconciliation for the manifest and the joined column names."""
+    demo_cfg = demographics_input(inp)
+    classified_df = classify_customer_rows(read_customer_table(spark, demo_cfg), demo_cfg).persist()
+    persisted.append(classified_df)
+    rows = classified_df.count()
+    rejected = _ordered_counts(_count_by(classified_df, "reject_reason"), CUSTOMER_REJECT_REASONS)
+    accepted_df = accepted_customers(classified_df, demo_cfg)
+    matched = customers_df.join(accepted_df, "customer_id", "left_semi").count()
+    summary = {
+        "path": str(demo_cfg["path"]),
+        "input_rows": rows,
+        "accepted_rows": rows - sum(rejected.values()),
+        "rejected_rows": rejected,
+        "matched_customers": matched,
+    }
+    if summary["accepted_rows"] + sum(rejected.values()) != rows:
+        raise RuntimeError("reconciliation failed: demographics rows != accepted + rejected")
+    log.info("demographics: %s", summary)
+    columns = demo_cfg["features"] + demo_cfg["categorical"]
+    return customers_df.transform(with_demographics, demographics_df=accepted_df), summary, columns
 
 
 def _profiles_df(spark: SparkSession, profiles: list[dict[str, Any]], run_id: str) -> DataFrame:
