@@ -20,8 +20,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pyspark.ml.functions import array_to_vector, vector_to_array
-from pyspark.sql import DataFrame
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql import types as T
 
 from segmentation.methods import fit_method, sweep_method
 
@@ -557,3 +558,27 @@ def compare_methods(
         for method, sel in selections.items()
     }
     return selections, {"methods": summary, "rows": rows}
+
+
+def elbow_df(spark: SparkSession, rows: list[dict[str, Any]], run_id: str) -> DataFrame:
+    """The `elbow` table (one schema for every method and kind of input) from `elbow_rows`."""
+    schema = T.StructType(
+        [
+            T.StructField("method", T.StringType(), False),
+            T.StructField("log_likelihood", T.DoubleType(), True),
+            T.StructField("k", T.IntegerType(), False),
+            T.StructField("wcss", T.DoubleType(), False),
+            T.StructField("silhouette", T.DoubleType(), True),
+            T.StructField("chosen", T.BooleanType(), False),
+            T.StructField("smallest_cluster_share", T.DoubleType(), False),
+            T.StructField("calinski_harabasz", T.DoubleType(), True),
+            T.StructField("davies_bouldin", T.DoubleType(), True),
+            T.StructField("stability", T.DoubleType(), True),
+            T.StructField("cluster_sizes", T.ArrayType(T.LongType(), False), False),
+            T.StructField("vetoes", T.StringType(), True),
+        ]
+    )
+    data = [tuple(r[f.name] for f in schema.fields) for r in rows]
+    # the documented columns first, method and log-likelihood (Gaussian mixture) after them
+    order = [f.name for f in schema.fields[2:]] + ["method", "log_likelihood"]
+    return spark.createDataFrame(data, schema).select(*order).withColumn("run_id", F.lit(run_id))

@@ -32,7 +32,7 @@ from segmentation.customers import (
     read_customer_table,
     with_demographics,
 )
-from segmentation.diagnostics import compare_methods, select_k
+from segmentation.diagnostics import compare_methods, elbow_df, select_k
 from segmentation.diagnostics import elbow_rows as elbow_rows_of
 from segmentation.errors import InputError, ModelError
 from segmentation.features import EXCLUDED_REASONS, customer_features, with_line_kind
@@ -304,7 +304,7 @@ def run_segmentation(spark: SparkSession, cfg: dict[str, Any], run_id: str | Non
             publisher.write_table(
                 "rfm_profiles", rfm_segment_profiles(scored_customers_df).withColumn("run_id", F.lit(run_id))
             )
-            publisher.write_table("elbow", _elbow_df(spark, elbow_rows, run_id))
+            publisher.write_table("elbow", elbow_df(spark, elbow_rows, run_id))
             publisher.write_table(
                 "rejects",
                 rejects_table(classified_df, originals),
@@ -409,26 +409,3 @@ def _profiles_df(spark: SparkSession, profiles: list[dict[str, Any]], run_id: st
     schema = T.StructType(fields)
     rows = [tuple(p[f.name] for f in schema.fields) for p in profiles]
     return spark.createDataFrame(rows, schema).withColumn("run_id", F.lit(run_id))
-
-
-def _elbow_df(spark: SparkSession, rows: list[dict[str, Any]], run_id: str) -> DataFrame:
-    schema = T.StructType(
-        [
-            T.StructField("method", T.StringType(), False),
-            T.StructField("log_likelihood", T.DoubleType(), True),
-            T.StructField("k", T.IntegerType(), False),
-            T.StructField("wcss", T.DoubleType(), False),
-            T.StructField("silhouette", T.DoubleType(), True),
-            T.StructField("chosen", T.BooleanType(), False),
-            T.StructField("smallest_cluster_share", T.DoubleType(), False),
-            T.StructField("calinski_harabasz", T.DoubleType(), True),
-            T.StructField("davies_bouldin", T.DoubleType(), True),
-            T.StructField("stability", T.DoubleType(), True),
-            T.StructField("cluster_sizes", T.ArrayType(T.LongType(), False), False),
-            T.StructField("vetoes", T.StringType(), True),
-        ]
-    )
-    data = [tuple(r[f.name] for f in schema.fields) for r in rows]
-    # the documented columns first, method and log-likelihood (Gaussian mixture) after them
-    order = [f.name for f in schema.fields[2:]] + ["method", "log_likelihood"]
-    return spark.createDataFrame(data, schema).select(*order).withColumn("run_id", F.lit(run_id))

@@ -33,7 +33,7 @@ from segmentation.customers import (
     segment_order_by,
     vector_size,
 )
-from segmentation.diagnostics import compare_methods, elbow_rows, select_k
+from segmentation.diagnostics import compare_methods, elbow_df, elbow_rows, select_k
 from segmentation.errors import InputError, ModelError
 from segmentation.io import original_columns
 from segmentation.methods import model_centers, with_membership_probability
@@ -55,8 +55,6 @@ def run_customer_segmentation(
     spark: SparkSession, cfg: dict[str, Any], run_id: str, timer: Any, started: float
 ) -> dict[str, Any]:
     """Cluster a customer table directly and publish the snapshot; returns the manifest."""
-    from segmentation.run import _elbow_df  # the elbow table has one schema for both kinds of input
-
     inp, model_cfg, prep_cfg = cfg["input"], cfg["model"], cfg["prepare"]
     names = internal_names(inp)
     snapshot_date = cfg.get("snapshot_date") or dt.datetime.now(dt.timezone.utc).date().isoformat()
@@ -240,7 +238,7 @@ def run_customer_segmentation(
                     "run_id", F.lit(run_id)
                 ),
             )
-            publisher.write_table("elbow", _elbow_df(spark, elbow, run_id))
+            publisher.write_table("elbow", elbow_df(spark, elbow, run_id))
             publisher.write_table("rejects", rejects_table(classified_df, originals))
             publisher.save_model(
                 PipelineModel(stages=[*prep_model.stages, chosen.model]),

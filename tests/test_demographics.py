@@ -36,7 +36,8 @@ def _cfg(tmp_path, **demo):
         {"path": str(tmp_path / "demo.csv"), "features": [AGE], "categorical": ["Genre"], **demo}
     )
     cfg["prepare"]["features"] = ["monetary", AGE]
-    cfg["model"].update({"k": 2, "stability_fits": 0})
+    # a Gaussian mixture, compared with KMeans: the soft method's extra column and compare mode end to end
+    cfg["model"].update({"k": 2, "stability_fits": 0, "method": "gaussian_mixture", "compare": ["kmeans"]})
     cfg["output"]["path"] = str(tmp_path / "out")
     return validate_config(cfg)
 
@@ -54,7 +55,11 @@ def test_demographics_join_reconciles_and_feeds_the_model(spark, tmp_path):
     assert m["customers"] == 21 and m["excluded_customers"] == {"no_demographics": 2}
     assert m["clustered_customers"] == 19 and m["chosen_k"] == 2
     segments = pd.read_parquet(tmp_path / "out" / "segments").set_index("customer_id")
-    assert list(segments.columns[-4:-1]) == ["run_id", AGE, "Genre"]  # after the documented columns
+    # after the documented columns
+    assert list(segments.columns[-5:-1]) == ["run_id", "membership_probability", AGE, "Genre"]
+    clustered = segments[segments.segment_id.notna()]
+    assert clustered.membership_probability.min() > 0.99 and len(clustered) == 19
+    assert segments.loc[["c18", "c20"], "membership_probability"].isna().all()
     assert segments.loc[["c18", "c20"], "excluded_reason"].tolist() == ["no_demographics"] * 2
     assert segments.loc[["c18", "c20"], "segment_id"].isna().all()
     assert segments.loc["c03", AGE] == 23.0 and segments.loc["c03", "Genre"] == "Female"
@@ -67,6 +72,19 @@ def test_demographics_join_reconciles_and_feeds_the_model(spark, tmp_path):
     assert profiles[2][f"mean_{AGE}"] == pytest.approx((60 + 61 + 62 + 63 + 64 + 60 + 61 + 62 + 61) / 9)
     assert profiles[1]["share_Genre=Female"] == pytest.approx(0.5)
     assert profiles[1][f"center_{AGE}"] == pytest.approx(22.0, abs=0.5)
+    assert m["method"] == "gaussian_mixture"
+    assert {k: v["chosen_k"] for k, v in m["comparison"]["methods"].items()} == {
+        "gaussian_mixture": 2,
+        "kmeans": 2,
+    }
+    rows = {(r["method"], r["k"]): r for r in m["comparison"]["rows"]}
+    assert sorted(rows) == [("gaussian_mixture", 2), ("kmeans", 2)]
+    assert sorted(rows[("kmeans", 2)]["cluster_sizes"]) == [9, 10]
+    elbow = pd.read_parquet(tmp_path / "out" / "elbow")
+    assert elbow[["method", "k", "chosen"]].values.tolist() == [["gaussian_mixture", 2, True]]
+    assert elbow.log_likelihood.notna().all()
+    report = next((tmp_path / "out" / "reports").glob("snapshot_date=*/report.html")).read_text()
+    assert '<h2 id="compare">Methods compared</h2>' in report
 
 
 def test_demographics_config_errors(tmp_path):
