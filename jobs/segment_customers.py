@@ -100,6 +100,13 @@ def summary_lines(manifest: dict[str, Any]) -> list[str]:
     lines.append(
         f"Report: {manifest['output_path']}/reports/snapshot_date={manifest['snapshot_date']}/report.html"
     )
+    if manifest.get("input_kind") == "customers":
+        lines += ["", "Segments:", f"{'id':>3}  {'customers':>9} {'share':>6}  segment"]
+        for p in manifest["profiles"]:
+            lines.append(
+                f"{p['segment_id']:>3}  {p['customers']:>9,} {p['share_customers']:>6.1%}  {p['segment_name']}"
+            )
+        return lines
     header = (
         f"{'id':>3}  {'segment':<18} {'customers':>9} {'share':>6} {'revenue':>7}"
         f" {'recency d':>9} {'orders':>6} {'monetary':>10}"

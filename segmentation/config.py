@@ -30,8 +30,15 @@ FEATURE_COLUMNS = (
     "avg_order_value",
 )
 
+#: `model.method`: the Spark ML clustering methods the job can use.
+METHODS = ("kmeans", "bisecting_kmeans", "gaussian_mixture")
+
+#: `input.kind`: a transaction log aggregated per customer, or a table with one row per customer.
+INPUT_KINDS = ("transactions", "customers")
+
 DEFAULTS: dict[str, Any] = {
     "input": {
+        "kind": "transactions",
         "path": BUNDLED_INPUT,
         "format": "parquet",
         "timestamp_format": "yyyy-MM-dd HH:mm:ss",
@@ -46,6 +53,21 @@ DEFAULTS: dict[str, Any] = {
             "amount": None,
         },
         "return_order_prefix": "C",
+        # input.kind customers: numeric and categorical columns of the customer table (original names)
+        "features": [],
+        "categorical": [],
+        # a missing feature value: reject the customer (reason missing_value) or impute it (Spark ML Imputer;
+        # categoricals get a category of their own)
+        "missing": "reject",
+        "impute_strategy": "mean",
+        # input.kind transactions: a customer table beside the transactions, joined on the customer id
+        "demographics": {
+            "path": None,
+            "format": "csv",
+            "customer_id": "CustomerID",
+            "features": [],
+            "categorical": [],
+        },
     },
     "cleaning": {"drop_duplicates": True, "returns": "net"},
     "snapshot_date": None,
@@ -55,6 +77,10 @@ DEFAULTS: dict[str, Any] = {
         "cap_quantiles": [0.0, 0.995],
     },
     "model": {
+        # kmeans, bisecting_kmeans (hierarchical) or gaussian_mixture (soft; membership probability)
+        "method": "kmeans",
+        # compare mode: other methods run on the same features, tabulated in the report and the manifest
+        "compare": [],
         "k": None,
         "k_min": 2,
         "k_max": 10,
@@ -69,6 +95,15 @@ DEFAULTS: dict[str, Any] = {
         # and the chosen k is refitted on all. Off by default: on data with a clear structure, KMeans beyond
         # the true k lands in different local optima on a sample (elbow costs up to 14% off; see README)
         "sweep_sample": None,
+        # choice of k (README "Choosing k"): vetoes and the structure check
+        "min_cluster_share": 0.02,
+        "stability_fits": 2,
+        "min_stability": 0.75,
+        "min_silhouette": 0.5,
+        "min_gap": 0.1,
+        # customers in a cluster below min_cluster_share that vetoes the chosen k: exclude (refit without
+        # them, excluded_reason "outlier") or keep
+        "outliers": "exclude",
     },
     "output": {"path": "output"},
 }
@@ -154,6 +189,18 @@ def validate_config(cfg: dict[str, Any]) -> dict[str, Any]:
         raise ConfigError("input.path is required")
     if inp["format"] not in ("csv", "parquet"):
         raise ConfigError(f"input.format must be 'csv' or 'parquet', got {inp['format']!r}")
+    if inp["kind"] not in INPUT_KINDS:
+        raise ConfigError(f"input.kind must be one of {', '.join(INPUT_KINDS)}, got {inp['kind']!r}")
+    snap = cfg.get("snapshot_date")
+    if snap is not None:
+        if isinstance(snap, dt.date):
+            snap = snap.isoformat()
+        try:
+            cfg["snapshot_date"] = dt.date.fromisoformat(str(snap)).isoformat()
+        except ValueError as exc:
+            raise ConfigError(f"snapshot date must be YYYY-MM-DD, got {snap!r}") from exc
+    if inp["kind"] == "customers":
+        return _validate_customers(cfg)
     cols = inp["columns"]
     if not cols.get("customer_id") or not cols.get("timestamp"):
         raise ConfigError("input.columns.customer_id and input.columns.timestamp are required")
@@ -173,23 +220,85 @@ def validate_config(cfg: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(cfg["cleaning"]["drop_duplicates"], bool):
         raise ConfigError("cleaning.drop_duplicates must be true or false")
 
-    snap = cfg.get("snapshot_date")
-    if snap is not None:
-        if isinstance(snap, dt.date):
-            snap = snap.isoformat()
-        try:
-            cfg["snapshot_date"] = dt.date.fromisoformat(str(snap)).isoformat()
-        except ValueError as exc:
-            raise ConfigError(f"snapshot date must be YYYY-MM-DD, got {snap!r}") from exc
-
+    demo = inp["demographics"]
+    demo_numeric: list[str] = []
+    if demo.get("path"):
+        if demo["format"] not in ("csv", "parquet"):
+            raise ConfigError(f"input.demographics.format must be 'csv' or 'parquet', got {demo['format']!r}")
+        if not demo.get("customer_id"):
+            raise ConfigError("input.demographics.customer_id is required")
+        demo_numeric = _names(demo["features"], "input.demographics.features")
+        demo_categorical = _names(demo["categorical"], "input.demographics.categorical")
+        clash = sorted(set(demo_numeric + demo_categorical) & set(FEATURE_COLUMNS + ("customer_id",)))
+        if clash:
+            raise ConfigError(f"input.demographics columns {clash} clash with the transaction features")
+        if not demo_numeric and not demo_categorical:
+            raise ConfigError("input.demographics needs features and/or categorical columns")
     prep = cfg["prepare"]
     features = list(prep["features"] or [])
     if not features:
         raise ConfigError("prepare.features must list at least one feature")
+    allowed = FEATURE_COLUMNS + tuple(demo_numeric)
     for name in features + list(prep["log1p"] or []):
-        if name not in FEATURE_COLUMNS:
-            raise ConfigError(f"unknown feature {name!r}; choose from {', '.join(FEATURE_COLUMNS)}")
+        if name not in allowed:
+            raise ConfigError(f"unknown feature {name!r}; choose from {', '.join(allowed)}")
     prep["log1p"] = [f for f in (prep["log1p"] or []) if f in features]
+    _check_caps(prep)
+    return _validate_model_and_output(cfg)
+
+
+def _names(value: Any, key: str) -> list[str]:
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise ConfigError(f"{key} must be a list of column names, got {value!r}")
+    if len(set(value)) != len(value):
+        raise ConfigError(f"{key} lists a column twice: {value!r}")
+    return list(value)
+
+
+def _validate_customers(cfg: dict[str, Any]) -> dict[str, Any]:
+    """`input.kind: customers`: the columns to read and the model features among them."""
+    inp, prep = cfg["input"], cfg["prepare"]
+    if not inp["columns"].get("customer_id"):
+        raise ConfigError("input.columns.customer_id is required")
+    numeric = _names(inp["features"], "input.features")
+    categorical = _names(inp["categorical"], "input.categorical")
+    inp["features"], inp["categorical"] = numeric, categorical
+    both = sorted(set(numeric) & set(categorical))
+    if both:
+        raise ConfigError(f"column(s) {both} are in both input.features and input.categorical")
+    if not numeric and not categorical:
+        raise ConfigError("input.kind customers needs input.features and/or input.categorical")
+    if inp["missing"] not in ("reject", "impute"):
+        raise ConfigError(f"input.missing must be 'reject' or 'impute', got {inp['missing']!r}")
+    if inp["impute_strategy"] not in ("mean", "median", "mode"):
+        raise ConfigError(
+            f"input.impute_strategy must be mean, median or mode, got {inp['impute_strategy']!r}"
+        )
+    available = numeric + categorical
+    features = _names(prep["features"], "prepare.features")
+    if features == DEFAULTS["prepare"]["features"]:
+        features = available  # the transaction default does not apply: cluster on every listed column
+    if not features:
+        raise ConfigError("prepare.features must list at least one feature")
+    for name in features:
+        if name not in available:
+            raise ConfigError(
+                f"unknown feature {name!r}; with input.kind customers choose from input.features and "
+                f"input.categorical: {', '.join(available)}"
+            )
+    prep["features"] = features
+    log1p = [f for f in _names(prep["log1p"], "prepare.log1p") if f in features]
+    bad = [f for f in log1p if f in categorical]
+    if bad:
+        raise ConfigError(f"prepare.log1p applies to numeric features only, not {bad}")
+    prep["log1p"] = log1p
+    _check_caps(prep)
+    return _validate_model_and_output(cfg)
+
+
+def _check_caps(prep: dict[str, Any]) -> None:
     caps = prep["cap_quantiles"]
     if caps is not None:
         if (
@@ -203,7 +312,15 @@ def validate_config(cfg: dict[str, Any]) -> dict[str, Any]:
             )
         prep["cap_quantiles"] = [float(caps[0]), float(caps[1])]
 
+
+def _validate_model_and_output(cfg: dict[str, Any]) -> dict[str, Any]:
     model = cfg["model"]
+    if model["method"] not in METHODS:
+        raise ConfigError(f"model.method must be one of {', '.join(METHODS)}, got {model['method']!r}")
+    compare = model["compare"] or []
+    if not isinstance(compare, list) or any(m not in METHODS for m in compare):
+        raise ConfigError(f"model.compare must list methods among {', '.join(METHODS)}, got {compare!r}")
+    model["compare"] = list(dict.fromkeys(compare))
     if model["k"] is not None:
         _positive_int(model["k"], "model.k", 2)
     else:
@@ -217,6 +334,19 @@ def validate_config(cfg: dict[str, Any]) -> dict[str, Any]:
     _positive_int(model["parallelism"], "model.parallelism", 1)
     if model["sweep_sample"] is not None:
         _positive_int(model["sweep_sample"], "model.sweep_sample", 1000)
+    _positive_int(model["stability_fits"], "model.stability_fits", 0)
+    for name, low, high in (
+        ("min_cluster_share", 0.0, 0.5),
+        ("min_stability", -1.0, 1.0),
+        ("min_silhouette", -1.0, 1.0),
+        ("min_gap", -10.0, 10.0),
+    ):
+        value = model[name]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+            raise ConfigError(f"model.{name} must be a number in [{low:g}, {high:g}], got {value!r}")
+        model[name] = float(value)
+    if model["outliers"] not in ("exclude", "keep"):
+        raise ConfigError(f"model.outliers must be 'exclude' or 'keep', got {model['outliers']!r}")
     if not cfg["output"].get("path"):
         raise ConfigError("output.path is required")
     return cfg

@@ -12,8 +12,9 @@ import datetime as dt
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-#: Why a customer is kept out of clustering (checked in this order).
-EXCLUDED_REASONS = ("no_purchases", "non_positive_monetary")
+#: Why a customer is kept out of clustering (checked in this order; `no_demographics` is set
+#: when a demographics table is joined, `outlier` by the model stage).
+EXCLUDED_REASONS = ("no_purchases", "non_positive_monetary", "no_demographics", "outlier")
 
 
 def with_line_kind(df: DataFrame, return_prefix: str | None, has_order_id: bool) -> DataFrame:

@@ -14,6 +14,8 @@ from pyspark.ml.feature import SQLTransformer, StandardScaler, VectorAssembler
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from segmentation.io import col, quoted
+
 PREPARED_SUFFIX = "__prepared"
 
 
@@ -22,13 +24,13 @@ def _double_literal(x: float) -> str:
 
 
 def _prepared_expression(name: str, log: bool, bounds: tuple[float, float] | None) -> str:
-    expr = f"CAST({name} AS DOUBLE)"
+    expr = f"CAST({quoted(name)} AS DOUBLE)"
     if log:
         # features are >= 0 for clustered customers; log1p of a negative value would be NaN, so floor at 0
         expr = f"LOG1P(GREATEST({expr}, 0D))"
     if bounds is not None:
         expr = f"LEAST(GREATEST({expr}, {_double_literal(bounds[0])}), {_double_literal(bounds[1])})"
-    return f"{expr} AS {name}{PREPARED_SUFFIX}"
+    return f"{expr} AS {quoted(name + PREPARED_SUFFIX)}"
 
 
 def capping_bounds(
@@ -38,9 +40,9 @@ def capping_bounds(
     transformed = df.select(
         *[
             (
-                F.log1p(F.greatest(F.col(f).cast("double"), F.lit(0.0)))
+                F.log1p(F.greatest(col(f).cast("double"), F.lit(0.0)))
                 if f in log1p
-                else F.col(f).cast("double")
+                else col(f).cast("double")
             ).alias(f)
             for f in features
         ]

@@ -224,6 +224,8 @@ def histogram_specs(
             inner = sorted({math.floor(e + 0.5) - 0.5 for e in edges[1:-1]} - {lo, hi})
             edges = [lo, *(e for e in inner if lo < e < hi), hi]
         edges[0], edges[-1] = lo, hi
+        if len(edges) < 3:  # a constant whole-number feature (everyone ordered once): Bucketizer needs 2 bins
+            edges = [lo, (lo + hi) / 2, hi]
         specs[f] = (use_log, edges)
     return specs
 
@@ -1129,6 +1131,8 @@ def _summary_section(data: ReportData) -> list[str]:
         ("Chosen k", _e(m.get("chosen_k", "n/a"))),
         ("Why this k", _e(m.get("chosen_k_reason", "n/a"))),
     ]
+    if m.get("clear_structure") is not None:
+        items.append(("Clear cluster structure", "yes" if m["clear_structure"] else "<b>no</b>"))
     if m.get("features"):
         items.append(("Model features", _e(", ".join(map(str, m["features"])))))
     timings = m.get("timings_s") or {}
@@ -1154,17 +1158,88 @@ def _summary_section(data: ReportData) -> list[str]:
 
 
 def _k_table(data: ReportData) -> str:
+    def num(e: dict, key: str, spec: str) -> str:
+        return "n/a" if e.get(key) is None else format(float(e[key]), spec)
+
     rows = [
         [
             f"<b>{int(e['k'])}</b>" if e.get("chosen") else str(int(e["k"])),
             f"{float(e['wcss']):,.1f}",
-            "n/a" if e.get("silhouette") is None else f"{float(e['silhouette']):.3f}",
-            "n/a" if e.get("smallest_cluster_share") is None else f"{float(e['smallest_cluster_share']):.1%}",
+            num(e, "silhouette", ".3f"),
+            num(e, "calinski_harabasz", ",.1f"),
+            num(e, "davies_bouldin", ".3f"),
+            num(e, "smallest_cluster_share", ".1%"),
+            num(e, "stability", ".3f"),
+            _e(e.get("vetoes") or ""),
             "<b>chosen</b>" if e.get("chosen") else "",
         ]
         for e in data.elbow
     ]
-    return _table(["k", "WCSS", "Silhouette", "Smallest segment (share)", ""], rows, (0, 1, 2, 3))
+    return _table(
+        [
+            "k",
+            "WCSS",
+            "Silhouette",
+            "Calinski-Harabasz",
+            "Davies-Bouldin",
+            "Smallest segment (share)",
+            "Stability (ARI)",
+            "Vetoed because",
+            "",
+        ],
+        rows,
+        (0, 1, 2, 3, 4, 5, 6),
+    )
+
+
+def comparison_html(manifest: dict[str, Any]) -> list[str]:
+    """`model.compare`: each method's choice, and per method and k the separation metrics and sizes."""
+    comparison = manifest.get("comparison")
+    if not comparison:
+        return []
+
+    def num(v: Any, spec: str) -> str:
+        return "n/a" if v is None else format(float(v), spec)
+
+    choices = [
+        [_e(method), _e(c["chosen_k"]), "yes" if c["clear_structure"] else "no", _e(c["reason"])]
+        for method, c in comparison["methods"].items()
+    ]
+    rows = [
+        [
+            _e(r["method"]),
+            f"<b>{int(r['k'])}</b>" if r["chosen"] else str(int(r["k"])),
+            num(r["silhouette"], ".3f"),
+            num(r["calinski_harabasz"], ",.1f"),
+            num(r["davies_bouldin"], ".3f"),
+            num(r["smallest_cluster_share"], ".1%"),
+            num(r["stability"], ".3f"),
+            _e(", ".join(f"{int(n):,}" for n in r["cluster_sizes"])),
+            _e(r["vetoes"] or ""),
+        ]
+        for r in comparison["rows"]
+    ]
+    return [
+        '<h2 id="compare">Methods compared</h2>',
+        "<p>The same features clustered by each method (<code>model.compare</code>); the segments above come from "
+        f"<b>{_e(manifest.get('method', 'kmeans'))}</b>. Each method's own choice of k is in bold.</p>",
+        _table(["Method", "Chosen k", "Clear structure", "Why"], choices, (1,)),
+        _table(
+            [
+                "Method",
+                "k",
+                "Silhouette",
+                "Calinski-Harabasz",
+                "Davies-Bouldin",
+                "Smallest cluster",
+                "Stability",
+                "Cluster sizes",
+                "Vetoed because",
+            ],
+            rows,
+            (1, 2, 3, 4, 5, 6),
+        ),
+    ]
 
 
 def _rfm_tables(data: ReportData) -> tuple[str, str]:
@@ -1298,7 +1373,12 @@ def render_html(data: ReportData, images: dict[str, bytes]) -> str:
         f"<p>Chosen k = <b>{_e(m.get('chosen_k', 'n/a'))}</b>: {_e(m.get('chosen_k_reason', 'n/a'))}.</p>",
         fig("elbow.png"),
         fig("silhouette.png"),
+        "<p>Per k: silhouette (higher is better), Calinski-Harabasz (higher is better), Davies-Bouldin (lower is "
+        "better), the smallest segment's share and stability (mean adjusted Rand index against fits with other "
+        "seeds; 1 = the same segments whatever the seed). A k is vetoed when its smallest segment or its "
+        "stability is below the configured minimum.</p>",
         _k_table(data),
+        *comparison_html(m),
         '<h2 id="sizes">Segment sizes and revenue</h2>',
         fig("segment_sizes.png"),
         '<h2 id="profiles">Segment profiles</h2>',

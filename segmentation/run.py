@@ -23,10 +23,22 @@ from pyspark.sql import types as T
 
 from segmentation import __version__
 from segmentation.config import FEATURE_COLUMNS, candidate_ks
+from segmentation.customers import (
+    CUSTOMER_REJECT_REASONS,
+    accepted_customers,
+    add_demographic_profiles,
+    classify_customer_rows,
+    demographics_input,
+    read_customer_table,
+    with_demographics,
+)
+from segmentation.diagnostics import compare_methods, elbow_df, select_k
+from segmentation.diagnostics import elbow_rows as elbow_rows_of
 from segmentation.errors import InputError, ModelError
 from segmentation.features import EXCLUDED_REASONS, customer_features, with_line_kind
 from segmentation.io import original_columns, read_transactions
-from segmentation.model import choose_k, fit_on_all, segment_order, sweep_k
+from segmentation.methods import model_centers, with_membership_probability
+from segmentation.model import segment_order
 from segmentation.prepare import fit_preparation
 from segmentation.profile import (
     SEGMENT_COLUMNS,
@@ -40,6 +52,7 @@ from segmentation.profile import (
 from segmentation.publish import SnapshotPublisher
 from segmentation.report import collect_report_data, write_report
 from segmentation.rfm import RFM_ACTIONS, rfm_breakpoints, rfm_segment_profiles, with_rfm_scores
+from segmentation.run_customers import run_customer_segmentation
 from segmentation.validate import (
     REJECT_REASONS,
     classify_rows,
@@ -86,6 +99,8 @@ def run_segmentation(spark: SparkSession, cfg: dict[str, Any], run_id: str | Non
     timer = StageTimer()
     inp, model_cfg, prep_cfg = cfg["input"], cfg["model"], cfg["prepare"]
     spark.conf.set("spark.sql.session.timeZone", inp["time_zone"])
+    if inp.get("kind") == "customers":
+        return run_customer_segmentation(spark, cfg, run_id, timer, started)
     publisher = SnapshotPublisher(spark, cfg["output"]["path"], run_id)
     publisher.check_writable()
     persisted: list[DataFrame] = []
@@ -134,7 +149,13 @@ def run_segmentation(spark: SparkSession, cfg: dict[str, Any], run_id: str | Non
                 return_prefix=inp.get("return_order_prefix"),
                 has_order_id=bool(inp["columns"].get("order_id")),
             )
-            customers_df = customer_features(lines_df, snapshot_date, cfg["cleaning"]["returns"]).persist()
+            customers_df = customer_features(lines_df, snapshot_date, cfg["cleaning"]["returns"])
+            demographics, demo_columns = None, []
+            if inp["demographics"].get("path"):
+                customers_df, demographics, demo_columns = _join_demographics(
+                    spark, inp, customers_df, persisted
+                )
+            customers_df = customers_df.persist()
             persisted.append(customers_df)
             excluded = _ordered_counts(_count_by(customers_df, "excluded_reason"), EXCLUDED_REASONS)
             customers = customers_df.count()
@@ -164,28 +185,41 @@ def run_segmentation(spark: SparkSession, cfg: dict[str, Any], run_id: str | Non
             scaled_df.count()
 
         with timer.stage("model"):
-            fits = sweep_k(
-                scaled_df,
-                ks,
-                int(model_cfg["seed"]),
-                int(model_cfg["max_iter"]),
-                float(model_cfg["tol"]),
-                parallelism=int(model_cfg["parallelism"]),
-                sample_size=model_cfg["sweep_sample"] if len(ks) > 1 else None,
-            )
-            chosen_k, why = choose_k(fits, model_cfg["k"])
-            chosen = fit_on_all(
-                scaled_df,
-                next(f for f in fits if f.k == chosen_k),
-                int(model_cfg["seed"]),
-                int(model_cfg["max_iter"]),
-                float(model_cfg["tol"]),
-            )
-            fits = [chosen if f.k == chosen_k else f for f in fits]
+            selection = select_k(scaled_df, ks, model_cfg, len(prep_cfg["features"]))
+            outlier_clusters = selection.outlier_clusters(model_cfg["min_cluster_share"])
+            if outlier_clusters and model_cfg["outliers"] == "exclude":
+                # a tiny cluster vetoes the knee: its customers are outliers; refit once without them
+                outliers_df = (
+                    selection.chosen.model.transform(scaled_df)
+                    .filter(F.col("cluster").isin(outlier_clusters))
+                    .select("customer_id", F.lit("outlier").alias("_outlier"))
+                )
+                customers_df = (
+                    customers_df.join(outliers_df, "customer_id", "left")
+                    .withColumn("excluded_reason", F.coalesce("excluded_reason", "_outlier"))
+                    .drop("_outlier")
+                    .persist()
+                )
+                persisted.append(customers_df)
+                clustered_df = clustered_df.join(outliers_df, "customer_id", "left_anti").persist()
+                persisted.append(clustered_df)
+                excluded = _ordered_counts(_count_by(customers_df, "excluded_reason"), EXCLUDED_REASONS)
+                clustered = clustered_df.count()
+                log.info("excluded %d outlier customer(s); refitting", excluded.get("outlier", 0))
+                if max(ks) > clustered:
+                    raise ModelError(
+                        f"cannot fit k={max(ks)}: only {clustered} customers left after outliers"
+                    )
+                prep_model, bounds = fit_preparation(clustered_df, prep_cfg)
+                scaled_df = prep_model.transform(clustered_df).persist()
+                persisted.append(scaled_df)
+                selection = select_k(scaled_df, ks, model_cfg, len(prep_cfg["features"]))
+            chosen_k, why = selection.choice.k, selection.choice.reason
+            chosen = selection.chosen
             log.info("chosen k=%d: %s", chosen_k, why)
-            assigned_df = chosen.model.transform(scaled_df)
+            assigned_df = chosen.model.transform(scaled_df).transform(with_membership_probability)
             order = segment_order(assigned_df)
-            centers = [list(map(float, c)) for c in chosen.model.clusterCenters()]
+            centers = model_centers(chosen.model)
             assigned_df = assigned_df.transform(with_segment_columns, order=order, centers=centers)
 
         with timer.stage("profile"):
@@ -199,10 +233,25 @@ def run_segmentation(spark: SparkSession, cfg: dict[str, Any], run_id: str | Non
             )
             centers_by_segment = {order[c]: original_centers[c] for c in range(len(centers))}
             profiles = build_profiles(stats, names, centers_by_segment, prep_cfg["features"])
+            if demo_columns:
+                demo = inp["demographics"]
+                add_demographic_profiles(profiles, assigned_df, demo["features"], demo["categorical"])
             scored_customers_df = customers_df.transform(with_rfm_scores, breakpoints=rfm_bp)
-            segments_df = _segments_table(assigned_df, scored_customers_df, names, run_id).persist()
+            segments_df = _segments_table(
+                assigned_df,
+                scored_customers_df,
+                names,
+                run_id,
+                model_cfg["method"] == "gaussian_mixture",
+                demo_columns,
+            ).persist()
             persisted.append(segments_df)
-            elbow_rows = _elbow_rows(fits, chosen_k, clustered)
+            elbow_rows = elbow_rows_of(selection, clustered)
+        comparison = None
+        if model_cfg["compare"]:
+            with timer.stage("compare"):
+                dim = len(prep_cfg["features"])
+                _, comparison = compare_methods(scaled_df, ks, model_cfg, dim, selection, clustered)
         manifest = {
             "run_id": run_id,
             "snapshot_date": snapshot_date.isoformat(),
@@ -217,6 +266,12 @@ def run_segmentation(spark: SparkSession, cfg: dict[str, Any], run_id: str | Non
             "k_candidates": ks,
             "chosen_k": chosen_k,
             "chosen_k_reason": why,
+            "method": model_cfg["method"],
+            "comparison": comparison,
+            "demographics": demographics,
+            "clear_structure": selection.choice.clear_structure,
+            "structure_gap": selection.gap,
+            "vetoed_k": {str(k): v for k, v in sorted(selection.choice.vetoed.items())},
             "seed": int(model_cfg["seed"]),
             "features": prep_cfg["features"],
             "log1p": prep_cfg["log1p"],
@@ -249,7 +304,7 @@ def run_segmentation(spark: SparkSession, cfg: dict[str, Any], run_id: str | Non
             publisher.write_table(
                 "rfm_profiles", rfm_segment_profiles(scored_customers_df).withColumn("run_id", F.lit(run_id))
             )
-            publisher.write_table("elbow", _elbow_df(spark, elbow_rows, run_id))
+            publisher.write_table("elbow", elbow_df(spark, elbow_rows, run_id))
             publisher.write_table(
                 "rejects",
                 rejects_table(classified_df, originals),
@@ -287,7 +342,12 @@ def run_segmentation(spark: SparkSession, cfg: dict[str, Any], run_id: str | Non
 
 
 def _segments_table(
-    assigned_df: DataFrame, customers_df: DataFrame, names: dict[int, str], run_id: str
+    assigned_df: DataFrame,
+    customers_df: DataFrame,
+    names: dict[int, str],
+    run_id: str,
+    soft: bool = False,
+    extra_columns: list[str] | None = None,
 ) -> DataFrame:
     name_map = F.create_map(*[F.lit(v) for pair in sorted(names.items()) for v in pair])
     clustered = assigned_df.select(
@@ -295,12 +355,42 @@ def _segments_table(
         "segment_id",
         name_map[F.col("segment_id")].alias("segment_name"),
         "distance_to_center",
+        "membership_probability",
     )
+    # a Gaussian mixture adds each customer's probability of its segment after the documented columns
+    # and joined demographic columns (input.demographics) come last
+    extra = (["membership_probability"] if soft else []) + list(extra_columns or [])
     return (
         customers_df.join(clustered, "customer_id", "left")
         .withColumn("run_id", F.lit(run_id))
-        .select(*SEGMENT_COLUMNS)
+        .select(*SEGMENT_COLUMNS, *extra)
     )
+
+
+def _join_demographics(
+    spark: SparkSession, inp: dict[str, Any], customers_df: DataFrame, persisted: list[DataFrame]
+) -> tuple[DataFrame, dict[str, Any], list[str]]:
+    """Read and validate the customer table beside the transactions and join it; returns the joined customers,
+    the demographics' reconciliation for the manifest and the joined column names."""
+    demo_cfg = demographics_input(inp)
+    classified_df = classify_customer_rows(read_customer_table(spark, demo_cfg), demo_cfg).persist()
+    persisted.append(classified_df)
+    rows = classified_df.count()
+    rejected = _ordered_counts(_count_by(classified_df, "reject_reason"), CUSTOMER_REJECT_REASONS)
+    accepted_df = accepted_customers(classified_df, demo_cfg)
+    matched = customers_df.join(accepted_df, "customer_id", "left_semi").count()
+    summary = {
+        "path": str(demo_cfg["path"]),
+        "input_rows": rows,
+        "accepted_rows": rows - sum(rejected.values()),
+        "rejected_rows": rejected,
+        "matched_customers": matched,
+    }
+    if summary["accepted_rows"] + sum(rejected.values()) != rows:
+        raise RuntimeError("reconciliation failed: demographics rows != accepted + rejected")
+    log.info("demographics: %s", summary)
+    columns = demo_cfg["features"] + demo_cfg["categorical"]
+    return customers_df.transform(with_demographics, demographics_df=accepted_df), summary, columns
 
 
 def _profiles_df(spark: SparkSession, profiles: list[dict[str, Any]], run_id: str) -> DataFrame:
@@ -319,30 +409,3 @@ def _profiles_df(spark: SparkSession, profiles: list[dict[str, Any]], run_id: st
     schema = T.StructType(fields)
     rows = [tuple(p[f.name] for f in schema.fields) for p in profiles]
     return spark.createDataFrame(rows, schema).withColumn("run_id", F.lit(run_id))
-
-
-def _elbow_rows(fits, chosen_k: int, clustered: int) -> list[dict[str, Any]]:
-    return [
-        {
-            "k": f.k,
-            "wcss": f.wcss,
-            "silhouette": f.silhouette,
-            "chosen": f.k == chosen_k,
-            "smallest_cluster_share": min(f.cluster_sizes) / sum(f.cluster_sizes),  # of the customers fitted
-        }
-        for f in fits
-    ]
-
-
-def _elbow_df(spark: SparkSession, rows: list[dict[str, Any]], run_id: str) -> DataFrame:
-    schema = T.StructType(
-        [
-            T.StructField("k", T.IntegerType(), False),
-            T.StructField("wcss", T.DoubleType(), False),
-            T.StructField("silhouette", T.DoubleType(), True),
-            T.StructField("chosen", T.BooleanType(), False),
-            T.StructField("smallest_cluster_share", T.DoubleType(), False),
-        ]
-    )
-    data = [tuple(r[f.name] for f in schema.fields) for r in rows]
-    return spark.createDataFrame(data, schema).withColumn("run_id", F.lit(run_id))

@@ -58,6 +58,13 @@ def test_missing_config_file(tmp_path):
         ("snapshot_date: 2011-13-01", r"invalid value: month must be in 1..12 \(dates are YYYY-MM-DD\)"),
         ("snapshot_date: 1st of May", "snapshot date must be YYYY-MM-DD"),
         ("model: {sweep_sample: 10}", r"model.sweep_sample must be an integer >= 1000, got 10"),
+        (
+            "model: {min_cluster_share: 0.6}",
+            r"model.min_cluster_share must be a number in \[0, 0.5\], got 0.6",
+        ),
+        ("model: {stability_fits: -1}", "model.stability_fits must be an integer >= 0, got -1"),
+        ("model: {outliers: drop}", "model.outliers must be 'exclude' or 'keep', got 'drop'"),
+        ("model: {min_stabilty: 0.5}", "unknown config key 'model.min_stabilty'"),
     ],
 )
 def test_invalid_values_are_explained(tmp_path, yaml_text, message):

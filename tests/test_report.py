@@ -19,6 +19,7 @@ from pyspark.sql import functions as F
 
 from segmentation.report import (
     collect_report_data,
+    histogram_specs,
     rfm_grid,
     sample_customers,
     segment_rfm_crosstab,
@@ -464,3 +465,9 @@ def test_report_opens_in_headless_chromium_without_broken_images(small_report, t
     keep = os.environ.get("REPORT_SCREENSHOT_DIR")
     if keep:
         shutil.copy(screenshot, Path(keep) / "report_screenshot.png")
+
+
+def test_a_constant_whole_number_feature_still_gets_two_bins():
+    # everyone ordered once: Spark's Bucketizer needs at least three edges
+    specs = histogram_specs({"frequency": {"n": 3, "min": 1.0, "max": 1.0}}, integer_features=["frequency"])
+    assert specs == {"frequency": (True, [0.5, 1.0, 1.5])}
