@@ -28,6 +28,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -290,6 +291,9 @@ def cluster_run(cluster, inputs, tmp_path_factory):
 def _table(out: Path, name: str) -> pd.DataFrame:
     df = pd.read_parquet(out / name).drop(columns=["run_id"], errors="ignore")
     df["snapshot_date"] = df["snapshot_date"].astype(str)
+    for column in df.columns:  # list columns (e.g. elbow.cluster_sizes) as tuples: sortable and comparable
+        if df[column].map(lambda v: isinstance(v, np.ndarray)).any():
+            df[column] = df[column].map(lambda v: tuple(v.tolist()) if isinstance(v, np.ndarray) else v)
     return df.sort_values(list(df.columns)).reset_index(drop=True)
 
 
