@@ -64,3 +64,13 @@ def job_config(input_path: Path | str, output: Path | str, **overrides: Any) -> 
     cfg["model"]["parallelism"] = 1
     overrides = {"k": 3, **overrides}
     return validate_config(apply_overrides(cfg, input=str(input_path), output=str(output), **overrides))
+
+
+def write_config(path: Path, **model: Any) -> Path:
+    """The YAML equivalent of `job_config` for the console script (input and output given as options)."""
+    model = {"partitions": 1, "parallelism": 1, **model}
+    body = "".join(f"  {k}: {v}\n" for k, v in model.items())
+    path.write_text(
+        f"input:\n  format: csv\nprepare:\n  cap_quantiles: null\nmodel:\n{body}", encoding="utf-8"
+    )
+    return path
