@@ -67,6 +67,8 @@ DEFAULTS: dict[str, Any] = {
         "parallelism": 2,
     },
     "output": {"path": "output"},
+    # stable segment ids: a new center within this distance (scaled space) of a previous one is the same segment
+    "identity": {"max_distance": 1.0},
 }
 
 
@@ -211,6 +213,10 @@ def validate_config(cfg: dict[str, Any]) -> dict[str, Any]:
     _positive_int(model["max_iter"], "model.max_iter", 1)
     _positive_int(model["partitions"], "model.partitions", 1)
     _positive_int(model["parallelism"], "model.parallelism", 1)
+    max_distance = cfg["identity"]["max_distance"]
+    if isinstance(max_distance, bool) or not isinstance(max_distance, (int, float)) or max_distance < 0:
+        raise ConfigError(f"identity.max_distance must be a number >= 0, got {max_distance!r}")
+    cfg["identity"]["max_distance"] = float(max_distance)
     if not cfg["output"].get("path"):
         raise ConfigError("output.path is required")
     return cfg

@@ -30,7 +30,17 @@ from segmentation.io import HadoopFs
 log = logging.getLogger(__name__)
 
 #: Tables in the order they are moved into place; the manifest (with its success marker) comes last.
-TABLES = ("segments", "profiles", "rfm_profiles", "elbow", "rejects", "models", "reports", "manifests")
+TABLES = (
+    "segments",
+    "profiles",
+    "rfm_profiles",
+    "elbow",
+    "rejects",
+    "transitions",
+    "models",
+    "reports",
+    "manifests",
+)
 
 
 def absolute_output_path(path: str) -> str:

@@ -25,6 +25,7 @@ from segmentation import __version__
 from segmentation.config import FEATURE_COLUMNS, candidate_ks
 from segmentation.errors import InputError, ModelError
 from segmentation.features import EXCLUDED_REASONS, customer_features, with_line_kind
+from segmentation.identity import name_segments_keeping, previous_snapshot, stable_order, transitions_table
 from segmentation.io import original_columns, read_transactions
 from segmentation.model import choose_k, segment_order, sweep_k
 from segmentation.prepare import fit_preparation
@@ -178,13 +179,28 @@ def run_segmentation(spark: SparkSession, cfg: dict[str, Any], run_id: str | Non
             assigned_df = chosen.model.transform(scaled_df)
             order = segment_order(assigned_df)
             centers = [list(map(float, c)) for c in chosen.model.clusterCenters()]
+            # stable ids: a group that was a segment of the previous snapshot keeps its id and name
+            previous = previous_snapshot(spark, publisher, snapshot_date.isoformat())
+            order, kept_names, identity = stable_order(
+                spark,
+                order,
+                centers,
+                prep_model,
+                previous,
+                prep_cfg["features"],
+                float(cfg["identity"]["max_distance"]),
+            )
             assigned_df = assigned_df.transform(with_segment_columns, order=order, centers=centers)
 
         with timer.stage("profile"):
             stats = segment_statistics(assigned_df)
             quartiles = feature_quartiles(clustered_df)
             medians = {int(s["segment_id"]): {f: s[f"median_{f}"] for f in FEATURE_COLUMNS} for s in stats}
-            names = name_segments(medians, quartiles)
+            names = (
+                name_segments_keeping(medians, quartiles, kept_names)
+                if kept_names
+                else name_segments(medians, quartiles)
+            )
             scaler = prep_model.stages[-1]
             original_centers = centers_in_original_units(
                 centers, list(scaler.mean), list(scaler.std), prep_cfg["features"], prep_cfg["log1p"]
@@ -195,6 +211,13 @@ def run_segmentation(spark: SparkSession, cfg: dict[str, Any], run_id: str | Non
             segments_df = _segments_table(assigned_df, scored_customers_df, names, run_id).persist()
             persisted.append(segments_df)
             elbow_rows = _elbow_rows(fits, chosen_k, clustered)
+
+        with timer.stage("transitions"):
+            transitions_df = transitions_table(
+                segments_df,
+                spark.read.parquet(previous.segments_path) if previous else None,
+                previous.snapshot_date if previous else None,
+            ).withColumn("run_id", F.lit(run_id))
         manifest = {
             "run_id": run_id,
             "snapshot_date": snapshot_date.isoformat(),
@@ -214,6 +237,7 @@ def run_segmentation(spark: SparkSession, cfg: dict[str, Any], run_id: str | Non
             "log1p": prep_cfg["log1p"],
             "capping_bounds": {f: list(b) for f, b in bounds.items()},
             "segments": {str(p["segment_id"]): p["segment_name"] for p in profiles},
+            **identity,
             "rfm_breakpoints": rfm_bp,
             "rfm_actions": RFM_ACTIONS,
             "versions": {
@@ -242,6 +266,7 @@ def run_segmentation(spark: SparkSession, cfg: dict[str, Any], run_id: str | Non
                 "rfm_profiles", rfm_segment_profiles(scored_customers_df).withColumn("run_id", F.lit(run_id))
             )
             publisher.write_table("elbow", _elbow_df(spark, elbow_rows, run_id))
+            publisher.write_table("transitions", transitions_df)
             publisher.write_table(
                 "rejects",
                 rejects_table(classified_df, originals),

@@ -36,11 +36,18 @@ def expected_columns(table: str, manifest: dict) -> list[tuple[str, str]]:
 
 
 def test_contract_lists_every_published_table():
-    assert list(contract_tables()) == ["segments", "profiles", "rfm_profiles", "elbow", "rejects"]
+    assert list(contract_tables()) == [
+        "segments",
+        "profiles",
+        "rfm_profiles",
+        "elbow",
+        "rejects",
+        "transitions",
+    ]
     assert ("T_days", "int") in contract_tables()["segments"]
 
 
-@pytest.mark.parametrize("table", ["segments", "profiles", "rfm_profiles", "elbow", "rejects"])
+@pytest.mark.parametrize("table", ["segments", "profiles", "rfm_profiles", "elbow", "rejects", "transitions"])
 def test_written_schema_matches_the_contract(spark, published, table):
     out, manifests, _ = published
     written = [
