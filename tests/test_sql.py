@@ -38,9 +38,10 @@ def test_segment_sizes_over_time(con, published):
         seg.groupby(["snapshot_date", "segment_id", "segment_name"]).size().rename("customers").reset_index()
     )
     columns = ["snapshot_date", "segment_id", "segment_name", "customers"]
-    as_records = lambda df: [
-        (str(d.date()), int(i), n, int(c)) for d, i, n, c in df[columns].itertuples(index=False)
-    ]  # noqa: E731
+
+    def as_records(df):
+        return [(str(d.date()), int(i), n, int(c)) for d, i, n, c in df[columns].itertuples(index=False)]
+
     assert as_records(actual) == as_records(expected)
     assert actual.customers.tolist() == [8, 10, 12, 8, 10, 12, 6]
     assert actual.groupby("snapshot_date").share_customers.sum().round(3).tolist() == [1.0, 1.0]
