@@ -48,14 +48,17 @@ def require_java(minimum: int = 17) -> None:
             )
 
 
-def build_spark(app_name: str, verbose: bool = False) -> SparkSession:
-    """A SparkSession: the master from spark-submit when run through it, else local[*]; quiet logs by default."""
+def build_spark(app_name: str, verbose: bool = False, conf: dict[str, str] | None = None) -> SparkSession:
+    """A SparkSession: the master from spark-submit when run through it, else local[*]; quiet logs by default.
+    `conf`: extra settings (e.g. the Hive catalog of `segmentation.catalog.hive_conf`)."""
     require_java()
     if "SPARK_CONF_DIR" not in os.environ and (CONF_DIR / "spark-defaults.conf").is_file():
         os.environ["SPARK_CONF_DIR"] = str(CONF_DIR)
     builder = SparkSession.builder.appName(app_name)
     if "PYSPARK_GATEWAY_PORT" not in os.environ:  # not launched by spark-submit
         builder = builder.master(os.environ.get("SPARK_MASTER", "local[*]"))
+    for key, value in (conf or {}).items():
+        builder = builder.config(key, value)
     try:
         spark = builder.getOrCreate()
     except Exception as exc:  # noqa: BLE001 - a JVM that does not start is an environment problem

@@ -22,6 +22,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from segmentation import __version__
+from segmentation.catalog import update_catalog
 from segmentation.config import FEATURE_COLUMNS, candidate_ks
 from segmentation.errors import InputError, ModelError
 from segmentation.features import EXCLUDED_REASONS, customer_features, with_line_kind
@@ -292,6 +293,9 @@ def run_segmentation(spark: SparkSession, cfg: dict[str, Any], run_id: str | Non
                 raise RuntimeError("reconciliation failed: input rows != accepted + rejected")
             publisher.write_manifest(manifest)
             publisher.commit()
+        if cfg["catalog"]["enabled"]:
+            with timer.stage("catalog"):
+                manifest["catalog"] = update_catalog(spark, cfg["catalog"], publisher)
         manifest["output_path"] = publisher.root
         manifest["profiles"] = profiles
         return manifest
