@@ -59,6 +59,26 @@ def previous_snapshot(
     return None
 
 
+def identity_reference(
+    spark: SparkSession, publisher: SnapshotPublisher, snapshot_date: str, previous: PreviousSnapshot | None
+) -> PreviousSnapshot | None:
+    """The snapshot whose ids a run keeps: the published version of this very snapshot when it is a rerun (so a
+    rerun keeps its ids even when an earlier snapshot was backfilled since), else the previous snapshot."""
+    if snapshot_date in publisher.published_snapshots():
+        manifest = publisher.read_manifest(snapshot_date)
+        if manifest.get("kind", "training") == "training":
+            profiles = [
+                r.asDict()
+                for r in spark.read.parquet(
+                    f"{publisher.root}/profiles/snapshot_date={snapshot_date}"
+                ).collect()
+            ]
+            return PreviousSnapshot(
+                snapshot_date, manifest, profiles, f"{publisher.root}/segments/snapshot_date={snapshot_date}"
+            )
+    return previous
+
+
 def previous_centers_in_scaled_space(
     spark: SparkSession, previous: PreviousSnapshot, prep_model: PipelineModel, features: list[str]
 ) -> dict[int, list[float]]:
@@ -110,7 +130,7 @@ def stable_order(
 ) -> tuple[dict[int, int], dict[int, str], dict[str, Any]]:
     """(cluster -> stable segment_id, kept names by segment_id, what the manifest records about the match)."""
     if previous is None:
-        return order, {}, {"previous_snapshot_date": None, "max_segment_id": max(order.values())}
+        return order, {}, {"identity_snapshot_date": None, "max_segment_id": max(order.values())}
     if list(previous.manifest.get("features", [])) != list(features):
         log.warning("previous snapshot %s used other features: segments get new ids", previous.snapshot_date)
         prev_centers: dict[int, list[float]] = {}
@@ -126,7 +146,7 @@ def stable_order(
         mapping,
         kept,
         {
-            "previous_snapshot_date": previous.snapshot_date,
+            "identity_snapshot_date": previous.snapshot_date,
             "matched_segments": {str(s): round(d, 6) for s, d in sorted(distances.items())},
             "max_segment_id": max([previous.max_segment_id, *mapping.values()]),
         },

@@ -26,7 +26,13 @@ from segmentation.catalog import update_catalog
 from segmentation.config import FEATURE_COLUMNS, candidate_ks
 from segmentation.errors import InputError, ModelError
 from segmentation.features import EXCLUDED_REASONS, customer_features, with_line_kind
-from segmentation.identity import name_segments_keeping, previous_snapshot, stable_order, transitions_table
+from segmentation.identity import (
+    identity_reference,
+    name_segments_keeping,
+    previous_snapshot,
+    stable_order,
+    transitions_table,
+)
 from segmentation.io import original_columns, read_transactions
 from segmentation.model import choose_k, segment_order, sweep_k
 from segmentation.prepare import fit_preparation
@@ -182,12 +188,13 @@ def run_segmentation(spark: SparkSession, cfg: dict[str, Any], run_id: str | Non
             centers = [list(map(float, c)) for c in chosen.model.clusterCenters()]
             # stable ids: a group that was a segment of the previous snapshot keeps its id and name
             previous = previous_snapshot(spark, publisher, snapshot_date.isoformat())
+            reference = identity_reference(spark, publisher, snapshot_date.isoformat(), previous)
             order, kept_names, identity = stable_order(
                 spark,
                 order,
                 centers,
                 prep_model,
-                previous,
+                reference,
                 prep_cfg["features"],
                 float(cfg["identity"]["max_distance"]),
             )
@@ -238,6 +245,7 @@ def run_segmentation(spark: SparkSession, cfg: dict[str, Any], run_id: str | Non
             "log1p": prep_cfg["log1p"],
             "capping_bounds": {f: list(b) for f, b in bounds.items()},
             "segments": {str(p["segment_id"]): p["segment_name"] for p in profiles},
+            "previous_snapshot_date": previous.snapshot_date if previous else None,
             **identity,
             "rfm_breakpoints": rfm_bp,
             "rfm_actions": RFM_ACTIONS,

@@ -36,6 +36,7 @@ def test_same_groups_keep_id_and_name_and_a_new_group_gets_a_new_id(published):
     assert second["whales"][1] not in {n for _, n in first.values()}
     assert manifests[0]["previous_snapshot_date"] is None
     assert manifests[1]["previous_snapshot_date"] == manifests[0]["snapshot_date"]
+    assert manifests[1]["identity_snapshot_date"] == manifests[0]["snapshot_date"]
     assert sorted(manifests[1]["matched_segments"]) == ["1", "2", "3"]
     assert max(manifests[1]["matched_segments"].values()) < 0.05  # the same customers, shifted in time
     assert manifests[1]["max_segment_id"] == 4
