@@ -93,6 +93,8 @@ def summary_lines(manifest: dict[str, Any]) -> list[str]:
         f"  k = {manifest['chosen_k']}: {manifest['chosen_k_reason']}",
         f"Outputs under {manifest['output_path']}:",
     ]
+    if manifest.get("catalog"):
+        lines.insert(-1, f"  catalog: {manifest['catalog']}")
     for table in TABLES:
         lines.append(
             f"  {table:<12} {manifest['output_path']}/{table}/snapshot_date={manifest['snapshot_date']}"
@@ -129,7 +131,13 @@ def main(argv: list[str] | None = None) -> int:
     spark = None
     try:
         cfg = job_config(args)
-        spark = build_spark("segment-customers", verbose=args.verbose)
+        from segmentation.catalog import hive_conf
+
+        spark = build_spark(
+            "segment-customers",
+            verbose=args.verbose,
+            conf=hive_conf(cfg["catalog"]) if cfg["catalog"]["enabled"] else None,
+        )
         from segmentation.run import run_segmentation
 
         manifest = run_segmentation(spark, cfg)

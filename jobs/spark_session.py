@@ -48,8 +48,9 @@ def require_java(minimum: int = 17) -> None:
             )
 
 
-def build_spark(app_name: str, verbose: bool = False) -> SparkSession:
-    """A SparkSession: the master from spark-submit when run through it, else local[*]; quiet logs by default."""
+def build_spark(app_name: str, verbose: bool = False, conf: dict[str, str] | None = None) -> SparkSession:
+    """A SparkSession: the master from spark-submit when run through it, else local[*]; quiet logs by default.
+    `conf`: extra settings (e.g. the Hive catalog of `segmentation.catalog.hive_conf`)."""
     require_java()
     if "SPARK_CONF_DIR" not in os.environ and (CONF_DIR / "spark-defaults.conf").is_file():
         os.environ["SPARK_CONF_DIR"] = str(CONF_DIR)
@@ -60,6 +61,8 @@ def build_spark(app_name: str, verbose: bool = False) -> SparkSession:
         if master.startswith("local"):
             # the driver, its block manager and its web UI listen on the loopback interface only
             os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    for key, value in (conf or {}).items():
+        builder = builder.config(key, value)
     try:
         spark = builder.getOrCreate()
     except Exception as exc:  # noqa: BLE001 - a JVM that does not start is an environment problem

@@ -106,6 +106,11 @@ DEFAULTS: dict[str, Any] = {
         "outliers": "exclude",
     },
     "output": {"path": "output"},
+    # stable segment ids: a new center within this distance (scaled space) of a previous one is the same segment
+    "identity": {"max_distance": 1.0},
+    # external tables over the output in a Hive metastore (a persistent local Derby database by default)
+    # metastore null: `<output.path>/_catalog` for a local output, else `metastore` in the working directory
+    "catalog": {"enabled": True, "database": "segmentation", "metastore": None},
 }
 
 
@@ -347,8 +352,23 @@ def _validate_model_and_output(cfg: dict[str, Any]) -> dict[str, Any]:
         model[name] = float(value)
     if model["outliers"] not in ("exclude", "keep"):
         raise ConfigError(f"model.outliers must be 'exclude' or 'keep', got {model['outliers']!r}")
+    max_distance = cfg["identity"]["max_distance"]
+    if isinstance(max_distance, bool) or not isinstance(max_distance, (int, float)) or max_distance < 0:
+        raise ConfigError(f"identity.max_distance must be a number >= 0, got {max_distance!r}")
+    cfg["identity"]["max_distance"] = float(max_distance)
+    catalog = cfg["catalog"]
+    if not isinstance(catalog["enabled"], bool):
+        raise ConfigError("catalog.enabled must be true or false")
+    if not isinstance(catalog["database"], str) or not catalog["database"].replace("_", "").isalnum():
+        raise ConfigError(f"catalog.database must be letters, digits and _, got {catalog['database']!r}")
     if not cfg["output"].get("path"):
         raise ConfigError("output.path is required")
+    if not catalog.get("metastore"):
+        output = str(cfg["output"]["path"])
+        local = "://" not in output or output.startswith("file:")
+        catalog["metastore"] = (
+            f"{output.removeprefix('file://').rstrip('/')}/_catalog" if local else "metastore"
+        )
     return cfg
 
 

@@ -1,8 +1,9 @@
 """Features stage: accepted transaction lines -> one row of RFM features per customer.
 
 Takes the accepted rows of the validate stage and hands the prepare stage one row per customer with
-`customer_id`, `recency_days`, `frequency`, `tenure_days`, `gross`, `returns`, `monetary`, `avg_order_value`
-and `excluded_reason` (null when the customer can be clustered). Definitions are in the README.
+`customer_id`, `recency_days`, `frequency`, `tenure_days`, `gross`, `returns`, `monetary`, `avg_order_value`,
+the BTYD columns (`repeat_frequency`, `recency_age_days`, `T_days`, `avg_repeat_value`) and `excluded_reason`
+(null when the customer can be clustered). Definitions are in the README.
 """
 
 from __future__ import annotations
@@ -11,6 +12,9 @@ import datetime as dt
 
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
+
+#: Columns for buy-till-you-die / customer-lifetime-value models (lifetimes, pymc-marketing), per purchase day.
+BTYD_COLUMNS = ("repeat_frequency", "recency_age_days", "T_days", "avg_repeat_value")
 
 #: Why a customer is kept out of clustering (checked in this order; `no_demographics` is set
 #: when a demographics table is joined, `outlier` by the model stage).
@@ -43,16 +47,54 @@ def customer_features(
     gross = F.col("_gross").cast("double")
     returns = F.col("_returns").cast("double")
     monetary = (F.col("_gross") - F.col("_returns")).cast("double") if returns_mode == "net" else gross
-    return aggregated.select(
+    return (
+        aggregated.select(
+            "customer_id",
+            F.datediff(snapshot, F.col("_last_purchase")).alias("recency_days"),
+            F.col("frequency").cast("int").alias("frequency"),
+            F.datediff(snapshot, F.col("_first_purchase")).alias("tenure_days"),
+            gross.alias("gross"),
+            returns.alias("returns"),
+            monetary.alias("monetary"),
+            F.when(F.col("frequency") > 0, gross / F.col("frequency"))
+            .cast("double")
+            .alias("avg_order_value"),
+        )
+        .join(btyd_summary(lines_df, snapshot_date), "customer_id", "left")
+        .transform(with_excluded_reason)
+    )
+
+
+def btyd_summary(lines_df: DataFrame, snapshot_date: dt.date | str) -> DataFrame:
+    """Per customer with a purchase, lifetimes' `summary_data_from_transaction_data` at a daily period.
+
+    Purchase lines are summed per calendar day (a day is one "transaction"); `repeat_frequency` = purchase
+    days - 1, `recency_age_days` = last - first purchase day, `T_days` = snapshot - first purchase day,
+    `avg_repeat_value` = mean value of the days after the first (0 without repeats). Returns are not counted.
+    """
+    days_df = (
+        lines_df.filter(~F.col("_is_return"))
+        .groupBy(F.col("_customer_id").alias("customer_id"), "_date")
+        .agg(F.sum("_value").alias("_day_value"))
+    )
+    summary = days_df.groupBy("customer_id").agg(
+        F.count(F.lit(1)).alias("_days"),
+        F.min("_date").alias("_first"),
+        F.max("_date").alias("_last"),
+        F.sum("_day_value").alias("_total"),
+        F.min_by("_day_value", "_date").alias("_first_value"),
+    )
+    snapshot = F.lit(str(snapshot_date)).cast("date")
+    repeats = F.col("_days") - 1
+    return summary.select(
         "customer_id",
-        F.datediff(snapshot, F.col("_last_purchase")).alias("recency_days"),
-        F.col("frequency").cast("int").alias("frequency"),
-        F.datediff(snapshot, F.col("_first_purchase")).alias("tenure_days"),
-        gross.alias("gross"),
-        returns.alias("returns"),
-        monetary.alias("monetary"),
-        F.when(F.col("frequency") > 0, gross / F.col("frequency")).cast("double").alias("avg_order_value"),
-    ).transform(with_excluded_reason)
+        repeats.cast("int").alias("repeat_frequency"),
+        F.datediff(F.col("_last"), F.col("_first")).alias("recency_age_days"),
+        F.datediff(snapshot, F.col("_first")).alias("T_days"),
+        F.when(repeats > 0, ((F.col("_total") - F.col("_first_value")) / repeats).cast("double"))
+        .otherwise(F.lit(0.0))
+        .alias("avg_repeat_value"),
+    )
 
 
 def with_excluded_reason(df: DataFrame) -> DataFrame:

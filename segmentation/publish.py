@@ -5,10 +5,16 @@ Layout under the output path (Hive-style partitions):
 `manifests/snapshot_date=YYYY-MM-DD/manifest.json` (+ `_SUCCESS`). A run writes everything under
 `_staging/<run_id>/` first; only when every table is written does it replace the snapshot's directories,
 so a failed run leaves the published snapshots as they were. Re-running a snapshot replaces that snapshot only.
+
+The reader's contract: snapshot D is published when `manifests/snapshot_date=D/_SUCCESS` exists, and only then
+are its partitions complete and of one run. A commit first removes that marker (D is briefly unpublished while its
+directories are swapped), so a reader that follows the contract never sees a half-replaced snapshot, even when
+the job is killed in the middle of the swap. Directories whose names start with `_` are never part of a table.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from pathlib import Path
@@ -24,7 +30,17 @@ from segmentation.io import HadoopFs
 log = logging.getLogger(__name__)
 
 #: Tables in the order they are moved into place; the manifest (with its success marker) comes last.
-TABLES = ("segments", "profiles", "rfm_profiles", "elbow", "rejects", "models", "reports", "manifests")
+TABLES = (
+    "segments",
+    "profiles",
+    "rfm_profiles",
+    "elbow",
+    "rejects",
+    "transitions",
+    "models",
+    "reports",
+    "manifests",
+)
 
 
 def absolute_output_path(path: str) -> str:
@@ -87,6 +103,15 @@ class SnapshotPublisher:
                     False, True, self.fs.path(str(path)), self.fs.path(f"{target}/{path.name}")
                 )
 
+    def published_snapshots(self) -> list[str]:
+        """Snapshot dates (YYYY-MM-DD, sorted) whose manifest has its success marker."""
+        return published_snapshots(self.fs, self.root)
+
+    def read_manifest(self, snapshot_date: str) -> dict[str, Any]:
+        return json.loads(
+            self.fs.read_text(f"{self.root}/manifests/snapshot_date={snapshot_date}/manifest.json")
+        )
+
     def write_manifest(self, manifest: dict[str, Any]) -> None:
         self.fs.mkdirs(self.staged("manifests"))
         self.fs.write_text(
@@ -96,7 +121,11 @@ class SnapshotPublisher:
     def commit(self) -> None:
         """Replace the snapshot's published directories with the staged ones, manifest and marker last."""
         trash = f"{self.root}/_trash/{self.run_id}"
-        for table in TABLES:
+        # unpublish first: from here until the new marker is written, readers skip this snapshot
+        marker = f"{self.published('manifests')}/_SUCCESS"
+        if self.fs.exists(marker):
+            self.fs.delete(marker)
+        for table in self.tables():
             target = self.published(table)
             if self.fs.exists(target):
                 self.fs.mkdirs(f"{trash}/{table}")
@@ -118,6 +147,19 @@ class SnapshotPublisher:
         except Exception:  # noqa: BLE001 - cleanup must not hide the original error
             log.warning("could not remove staging directory %s", self.staging)
 
+    def tables(self) -> list[str]:
+        """The tables this run staged, in publishing order (manifests last)."""
+        return [t for t in TABLES if self.fs.exists(self.staged(t))]
+
     def _remove_if_empty(self, p: str) -> None:
-        if self.fs.exists(p) and not self.fs.list_dir(p):
-            self.fs.delete(p)
+        """Remove a shared parent (`_staging`, `_trash`) only when empty: a non-recursive delete fails on a
+        directory another run has just written into, so concurrent runs never remove each other's files."""
+        # fails when not empty (another run is using it)
+        with contextlib.suppress(Exception):
+            self.fs.fs.delete(self.fs.path(p), False)
+
+
+def published_snapshots(fs: HadoopFs, root: str) -> list[str]:
+    """Snapshot dates under `root` whose manifest has its success marker (the reader's contract)."""
+    found = fs.glob(f"{root}/manifests/snapshot_date=*/_SUCCESS")
+    return sorted(p.rsplit("/", 2)[-2].split("=", 1)[1] for p in found)

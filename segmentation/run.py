@@ -22,6 +22,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from segmentation import __version__
+from segmentation.catalog import update_catalog
 from segmentation.config import FEATURE_COLUMNS, candidate_ks
 from segmentation.customers import (
     CUSTOMER_REJECT_REASONS,
@@ -36,6 +37,13 @@ from segmentation.diagnostics import compare_methods, elbow_df, select_k
 from segmentation.diagnostics import elbow_rows as elbow_rows_of
 from segmentation.errors import InputError, ModelError
 from segmentation.features import EXCLUDED_REASONS, customer_features, with_line_kind
+from segmentation.identity import (
+    identity_reference,
+    name_segments_keeping,
+    previous_snapshot,
+    stable_order,
+    transitions_table,
+)
 from segmentation.io import original_columns, read_transactions
 from segmentation.methods import model_centers, with_membership_probability
 from segmentation.model import segment_order
@@ -220,13 +228,29 @@ def run_segmentation(spark: SparkSession, cfg: dict[str, Any], run_id: str | Non
             assigned_df = chosen.model.transform(scaled_df).transform(with_membership_probability)
             order = segment_order(assigned_df)
             centers = model_centers(chosen.model)
+            # stable ids: a group that was a segment of the previous snapshot keeps its id and name
+            previous = previous_snapshot(spark, publisher, snapshot_date.isoformat())
+            reference = identity_reference(spark, publisher, snapshot_date.isoformat(), previous)
+            order, kept_names, identity = stable_order(
+                spark,
+                order,
+                centers,
+                prep_model,
+                reference,
+                prep_cfg["features"],
+                float(cfg["identity"]["max_distance"]),
+            )
             assigned_df = assigned_df.transform(with_segment_columns, order=order, centers=centers)
 
         with timer.stage("profile"):
             stats = segment_statistics(assigned_df)
             quartiles = feature_quartiles(clustered_df)
             medians = {int(s["segment_id"]): {f: s[f"median_{f}"] for f in FEATURE_COLUMNS} for s in stats}
-            names = name_segments(medians, quartiles)
+            names = (
+                name_segments_keeping(medians, quartiles, kept_names)
+                if kept_names
+                else name_segments(medians, quartiles)
+            )
             scaler = prep_model.stages[-1]
             original_centers = centers_in_original_units(
                 centers, list(scaler.mean), list(scaler.std), prep_cfg["features"], prep_cfg["log1p"]
@@ -252,6 +276,13 @@ def run_segmentation(spark: SparkSession, cfg: dict[str, Any], run_id: str | Non
             with timer.stage("compare"):
                 dim = len(prep_cfg["features"])
                 _, comparison = compare_methods(scaled_df, ks, model_cfg, dim, selection, clustered)
+
+        with timer.stage("transitions"):
+            transitions_df = transitions_table(
+                segments_df,
+                spark.read.parquet(previous.segments_path) if previous else None,
+                previous.snapshot_date if previous else None,
+            ).withColumn("run_id", F.lit(run_id))
         manifest = {
             "run_id": run_id,
             "snapshot_date": snapshot_date.isoformat(),
@@ -277,6 +308,8 @@ def run_segmentation(spark: SparkSession, cfg: dict[str, Any], run_id: str | Non
             "log1p": prep_cfg["log1p"],
             "capping_bounds": {f: list(b) for f, b in bounds.items()},
             "segments": {str(p["segment_id"]): p["segment_name"] for p in profiles},
+            "previous_snapshot_date": previous.snapshot_date if previous else None,
+            **identity,
             "rfm_breakpoints": rfm_bp,
             "rfm_actions": RFM_ACTIONS,
             "versions": {
@@ -305,6 +338,7 @@ def run_segmentation(spark: SparkSession, cfg: dict[str, Any], run_id: str | Non
                 "rfm_profiles", rfm_segment_profiles(scored_customers_df).withColumn("run_id", F.lit(run_id))
             )
             publisher.write_table("elbow", elbow_df(spark, elbow_rows, run_id))
+            publisher.write_table("transitions", transitions_df)
             publisher.write_table(
                 "rejects",
                 rejects_table(classified_df, originals),
@@ -330,6 +364,9 @@ def run_segmentation(spark: SparkSession, cfg: dict[str, Any], run_id: str | Non
                 raise RuntimeError("reconciliation failed: input rows != accepted + rejected")
             publisher.write_manifest(manifest)
             publisher.commit()
+        if cfg["catalog"]["enabled"]:
+            with timer.stage("catalog"):
+                manifest["catalog"] = update_catalog(spark, cfg["catalog"], publisher)
         manifest["output_path"] = publisher.root
         manifest["profiles"] = profiles
         return manifest

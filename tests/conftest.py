@@ -30,3 +30,26 @@ def spark():
     session.sparkContext.setLogLevel("ERROR")
     yield session
     session.stop()
+
+
+@pytest.fixture(scope="session")
+def published(spark, tmp_path_factory):
+    """Two snapshots of a small synthetic log published into one output: the second is the same customers 30
+    days later plus a group of big spenders (k=4). Returns (output path, [manifest 1, manifest 2], tmp dir)."""
+    from segmentation.run import run_segmentation
+
+    from . import synthetic
+
+    tmp = tmp_path_factory.mktemp("published")
+    first = synthetic.write_csv(tmp / "in1" / "log.csv", synthetic.transactions(), synthetic.REJECT_LINES)
+    second = synthetic.write_csv(
+        tmp / "in2" / "log.csv",
+        synthetic.transactions({**synthetic.GROUPS, **synthetic.WHALES}, shift_days=30),
+        synthetic.REJECT_LINES,
+    )
+    out = tmp / "out"
+    manifests = [
+        run_segmentation(spark, synthetic.job_config(first, out)),
+        run_segmentation(spark, synthetic.job_config(second, out, k=4)),
+    ]
+    return out, manifests, tmp

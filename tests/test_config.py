@@ -131,3 +131,22 @@ def test_parse_args_rejects_bad_values(capsys):
     with pytest.raises(SystemExit):
         parse_args(["--k", "1"])
     assert "must be >= 2, got 1" in capsys.readouterr().err
+
+
+def test_catalog_and_identity_keys(tmp_path):
+    cfg = validate_config(load_config(None))
+    assert cfg["catalog"]["database"] == "segmentation" and cfg["catalog"]["enabled"] is True
+    assert cfg["catalog"]["metastore"] == "output/_catalog"
+    assert cfg["identity"]["max_distance"] == 1.0
+    path = tmp_path / "c.yaml"
+    path.write_text("catalog: {database: crm, metastore: /var/lib/meta}\noutput: {path: 's3a://b/seg'}\n")
+    cfg = validate_config(load_config(path))
+    assert (cfg["catalog"]["database"], cfg["catalog"]["metastore"]) == ("crm", "/var/lib/meta")
+    path.write_text("output: {path: 's3a://b/seg'}\n")
+    assert validate_config(load_config(path))["catalog"]["metastore"] == "metastore"
+    path.write_text("catalog: {database: 'x; DROP'}\n")
+    with pytest.raises(ConfigError, match=r"catalog.database must be letters, digits and _, got 'x; DROP'"):
+        validate_config(load_config(path))
+    path.write_text("identity: {max_distance: -1}\n")
+    with pytest.raises(ConfigError, match=r"identity.max_distance must be a number >= 0, got -1"):
+        validate_config(load_config(path))

@@ -1,0 +1,76 @@
+"""Small, deterministic transaction logs in the Online Retail layout, for end-to-end runs of the job.
+
+Groups of customers are far apart in (recency, frequency, monetary), so KMeans with a fixed k finds them
+whatever the seed; `shift_days` moves the whole log in time (the same customers, a later snapshot).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+HEADER = "InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country\n"
+#: The day after the last purchase of the unshifted log: the default snapshot date.
+END = dt.date(2011, 6, 30)
+
+#: name -> (customers, days before END of the last order, orders, value per order); id prefix
+GROUPS: dict[str, tuple[int, int, int, float]] = {
+    "best": (8, 2, 24, 400.0),
+    "regular": (10, 40, 6, 60.0),
+    "lapsed": (12, 250, 1, 15.0),
+}
+WHALES = {"whales": (6, 120, 3, 20000.0)}
+
+
+def transactions(groups: dict[str, tuple[int, int, int, float]] = GROUPS, shift_days: int = 0) -> list[tuple]:
+    """(invoice, customer, timestamp, quantity, unit price) rows: orders 5 days apart, ending `recency` days
+    before END; small per-customer variations keep the customers distinct but the groups apart."""
+    rows = []
+    invoice = 100000
+    for g, (n, recency, orders, value) in enumerate(groups.values()):
+        for i in range(n):
+            customer = f"{(g + 1) * 1000 + i}"
+            last = END - dt.timedelta(days=recency + i % 3 - shift_days + 1)
+            for o in range(orders):
+                day = last - dt.timedelta(days=5 * o)
+                invoice += 1
+                price = round(value * (1 + 0.02 * (i % 5)) / 2, 2)
+                ts = f"{day.isoformat()} {10 + o % 8:02d}:{i % 60:02d}:00"
+                rows.append((str(invoice), customer, ts, 2, price))
+    return rows
+
+
+def write_csv(path: Path, rows: list[tuple], extra_lines: str = "") -> Path:
+    """Write rows as an Online Retail CSV (+ raw extra lines, e.g. rejects)."""
+    lines = [f"{inv},SKU{inv[-2:]},ITEM,{q},{ts},{p},{c}.0,United Kingdom\n" for inv, c, ts, q, p in rows]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(HEADER + "".join(lines) + extra_lines, encoding="utf-8")
+    return path
+
+
+#: A line without a customer id and a malformed line: every run has rejects.
+REJECT_LINES = "999999,X,ITEM,1,2011-01-05 10:00:00,1.0,,United Kingdom\n1,2,3\n"
+
+
+def job_config(input_path: Path | str, output: Path | str, **overrides: Any) -> dict[str, Any]:
+    """A validated config for a CSV log with k fixed at the number of groups (3 unless overridden)."""
+    from segmentation.config import apply_overrides, load_config, validate_config
+
+    cfg = load_config(None)
+    cfg["input"]["format"] = "csv"
+    cfg["prepare"]["cap_quantiles"] = None
+    cfg["model"]["partitions"] = 1
+    cfg["model"]["parallelism"] = 1
+    overrides = {"k": 3, **overrides}
+    return validate_config(apply_overrides(cfg, input=str(input_path), output=str(output), **overrides))
+
+
+def write_config(path: Path, **model: Any) -> Path:
+    """The YAML equivalent of `job_config` for the console script (input and output given as options)."""
+    model = {"partitions": 1, "parallelism": 1, **model}
+    body = "".join(f"  {k}: {v}\n" for k, v in model.items())
+    path.write_text(
+        f"input:\n  format: csv\nprepare:\n  cap_quantiles: null\nmodel:\n{body}", encoding="utf-8"
+    )
+    return path
