@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from .conftest import ONLINE_RETAIL_CSV, REPO
 
@@ -256,7 +257,13 @@ def inputs(tmp_path_factory):
 
 
 def job_args(inputs: Path, output: Path) -> list[str]:
-    config = REPO / "conf" / "online_retail.yaml"
+    """The Online Retail preset; stability fits and the catalog are off (tested elsewhere), to keep runs short."""
+    config = inputs.parent / "cluster-test.yaml"
+    if not config.exists():
+        preset = yaml.safe_load((REPO / "conf" / "online_retail.yaml").read_text())
+        preset.setdefault("model", {})["stability_fits"] = 0
+        preset["catalog"] = {"enabled": False}
+        config.write_text(yaml.safe_dump(preset))
     return [
         *("--config", str(config), "--input", str(inputs), "--input-format", "csv", "--output", str(output)),
         *("--k-min", "2", "--k-max", "4", "--seed", SEED),
@@ -300,7 +307,9 @@ def _table(out: Path, name: str) -> pd.DataFrame:
 def _tables(out: Path) -> list[str]:
     """The published Parquet tables (not the model, the manifest or file folders such as the report)."""
     return sorted(
-        p.name for p in out.iterdir() if p.name not in ("models", "manifests") and any(p.rglob("*.parquet"))
+        p.name
+        for p in out.iterdir()
+        if p.name not in ("models", "manifests") and not p.name.startswith("_") and any(p.rglob("*.parquet"))
     )
 
 
@@ -309,7 +318,7 @@ def _files(out: Path) -> dict[str, list[str]]:
     return {
         p.name: sorted(f.name for f in p.rglob("*") if f.is_file() and not f.name.startswith((".", "part-")))
         for p in out.iterdir()
-        if p.is_dir() and p.name not in _tables(out)
+        if p.is_dir() and p.name not in _tables(out) and not p.name.startswith("_")  # not _catalog, _staging
     }
 
 
