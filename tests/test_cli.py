@@ -46,6 +46,7 @@ def _config(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text(
         "input:\n  format: csv\n  columns: {customer_id: Customer ID}\nprepare: {cap_quantiles: null}\n"
+        "catalog: {enabled: false}\n"  # the catalog has its own test (test_catalog.py)
     )
     return path
 

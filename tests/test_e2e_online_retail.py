@@ -25,9 +25,12 @@ FEATURES = ["recency_days", "frequency", "tenure_days", "gross", "returns", "mon
 
 
 def _cfg(out, **overrides):
-    """The default config (bundled data); a shorter k range than the default 2..10 keeps the suite quick."""
+    """The default config (bundled data); a shorter k range than 2..10 and no stability fits keep the suite quick."""
     overrides = {"k_min": 2, "k_max": 6, **overrides} if "k" not in overrides else overrides
-    return validate_config(apply_overrides(load_config(None), output=str(out), **overrides))
+    cfg = apply_overrides(load_config(None), output=str(out), **overrides)
+    # seed stability is measured in test_diagnostics / test_customers; here it would only add fits
+    cfg["model"]["stability_fits"] = 0
+    return validate_config(cfg)
 
 
 @pytest.fixture(scope="module")
