@@ -500,6 +500,29 @@ def select_k(scaled_df: DataFrame, ks: list[int], model_cfg: dict[str, Any], dim
     )
 
 
+def model_manifest(
+    selection: Selection,
+    ks: list[int],
+    model_cfg: dict[str, Any],
+    prep_cfg: dict[str, Any],
+    bounds: dict[str, Any],
+) -> dict[str, Any]:
+    """The manifest's record of the model: candidates, the choice and why, structure, seed and preparation."""
+    return {
+        "k_candidates": ks,
+        "chosen_k": selection.choice.k,
+        "chosen_k_reason": selection.choice.reason,
+        "method": model_cfg["method"],
+        "clear_structure": selection.choice.clear_structure,
+        "structure_gap": selection.gap,
+        "vetoed_k": {str(k): v for k, v in sorted(selection.choice.vetoed.items())},
+        "seed": int(model_cfg["seed"]),
+        "features": prep_cfg["features"],
+        "log1p": prep_cfg["log1p"],
+        "capping_bounds": {f: list(b) for f, b in bounds.items()},
+    }
+
+
 def elbow_rows(selection: Selection, clustered: int) -> list[dict[str, Any]]:
     """One row per k for the `elbow` table: the sweep's columns plus the diagnostics and vetoes."""
     rows = []

@@ -33,7 +33,7 @@ from segmentation.customers import (
     read_customer_table,
     with_demographics,
 )
-from segmentation.diagnostics import compare_methods, elbow_df, select_k
+from segmentation.diagnostics import compare_methods, elbow_df, model_manifest, select_k
 from segmentation.diagnostics import elbow_rows as elbow_rows_of
 from segmentation.errors import InputError, ModelError
 from segmentation.features import EXCLUDED_REASONS, customer_features, with_line_kind
@@ -294,19 +294,9 @@ def run_segmentation(spark: SparkSession, cfg: dict[str, Any], run_id: str | Non
             "customers": customers,
             "clustered_customers": clustered,
             "excluded_customers": excluded,
-            "k_candidates": ks,
-            "chosen_k": chosen_k,
-            "chosen_k_reason": why,
-            "method": model_cfg["method"],
+            **model_manifest(selection, ks, model_cfg, prep_cfg, bounds),
             "comparison": comparison,
             "demographics": demographics,
-            "clear_structure": selection.choice.clear_structure,
-            "structure_gap": selection.gap,
-            "vetoed_k": {str(k): v for k, v in sorted(selection.choice.vetoed.items())},
-            "seed": int(model_cfg["seed"]),
-            "features": prep_cfg["features"],
-            "log1p": prep_cfg["log1p"],
-            "capping_bounds": {f: list(b) for f, b in bounds.items()},
             "segments": {str(p["segment_id"]): p["segment_name"] for p in profiles},
             "previous_snapshot_date": previous.snapshot_date if previous else None,
             **identity,

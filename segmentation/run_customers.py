@@ -33,7 +33,7 @@ from segmentation.customers import (
     segment_order_by,
     vector_size,
 )
-from segmentation.diagnostics import compare_methods, elbow_df, elbow_rows, select_k
+from segmentation.diagnostics import compare_methods, elbow_df, elbow_rows, model_manifest, select_k
 from segmentation.errors import InputError, ModelError
 from segmentation.io import original_columns
 from segmentation.methods import model_centers, with_membership_probability
@@ -196,18 +196,8 @@ def run_customer_segmentation(
             "customers": customers,
             "clustered_customers": clustered,
             "excluded_customers": excluded,
-            "k_candidates": ks,
-            "chosen_k": chosen_k,
-            "chosen_k_reason": why,
-            "method": model_cfg["method"],
+            **model_manifest(selection, ks, model_cfg, prep_cfg, bounds),
             "comparison": comparison,
-            "clear_structure": selection.choice.clear_structure,
-            "structure_gap": selection.gap,
-            "vetoed_k": {str(k): v for k, v in sorted(selection.choice.vetoed.items())},
-            "seed": int(model_cfg["seed"]),
-            "features": prep_cfg["features"],
-            "log1p": prep_cfg["log1p"],
-            "capping_bounds": {f: list(b) for f, b in bounds.items()},
             "missing": inp["missing"],
             "segments": {str(p["segment_id"]): p["segment_name"] for p in profiles},
             "versions": {
