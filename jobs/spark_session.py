@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 from pyspark.sql import SparkSession
@@ -61,6 +62,9 @@ def build_spark(app_name: str, verbose: bool = False, conf: dict[str, str] | Non
         if master.startswith("local"):
             # the driver, its block manager and its web UI listen on the loopback interface only
             os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+            # Python workers (the k sweep's Arrow functions) run this interpreter, with this environment's
+            # numpy and pyarrow, not whatever `python3` is first on PATH
+            os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     for key, value in (conf or {}).items():
         builder = builder.config(key, value)
     try:

@@ -89,8 +89,12 @@ DEFAULTS: dict[str, Any] = {
         "tol": 1e-4,
         # customers are laid out in this many partitions, sorted by id: KMeans results depend on the layout
         "partitions": 2,
-        # k values fitted at once
+        # k-means|| starts fitted at once (Spark ML KMeans with maxIter=0, one per k and stability seed)
         "parallelism": 2,
+        # the sweep's Lloyd passes (all k at once) run in the driver on the collected features up to this many
+        # customers (a few doubles each: 1M customers x 4 features = 32 MB), above it as one Spark job per pass;
+        # 0: always Spark jobs. Same models either way.
+        "driver_sweep_max_rows": 1_000_000,
         # null: the sweep fits every customer. N: above N customers the sweep runs on a seeded sample of about N
         # and the chosen k is refitted on all. Off by default: on data with a clear structure, KMeans beyond
         # the true k lands in different local optima on a sample (elbow costs up to 14% off; see README)
@@ -337,6 +341,7 @@ def _validate_model_and_output(cfg: dict[str, Any]) -> dict[str, Any]:
     _positive_int(model["max_iter"], "model.max_iter", 1)
     _positive_int(model["partitions"], "model.partitions", 1)
     _positive_int(model["parallelism"], "model.parallelism", 1)
+    _positive_int(model["driver_sweep_max_rows"], "model.driver_sweep_max_rows", 0)
     if model["sweep_sample"] is not None:
         _positive_int(model["sweep_sample"], "model.sweep_sample", 1000)
     _positive_int(model["stability_fits"], "model.stability_fits", 0)

@@ -80,19 +80,24 @@ def adjusted_rand_index(df: DataFrame, col_a: str, col_b: str) -> float:
     Only the k_a x k_b cells reach the driver. 1 = identical partitions (up to relabeling), about 0 = chance.
     """
     cells = df.groupBy(col_a, col_b).count().collect()
-    rows: dict[Any, int] = {}
-    cols: dict[Any, int] = {}
-    pairs = 0.0
+    table: dict[Any, dict[Any, int]] = {}
     for r in cells:
-        n_ij = int(r["count"])
-        pairs += _binom2(n_ij)
-        rows[r[col_a]] = rows.get(r[col_a], 0) + n_ij
-        cols[r[col_b]] = cols.get(r[col_b], 0) + n_ij
-    n = sum(rows.values())
+        table.setdefault(r[col_a], {})[r[col_b]] = int(r["count"])
+    cols = sorted({b for row in table.values() for b in row}, key=str)
+    return adjusted_rand_index_of_table([[row.get(b, 0) for b in cols] for row in table.values()])
+
+
+def adjusted_rand_index_of_table(table: Any) -> float:
+    """Adjusted Rand index from a contingency table (rows: labels of one partition, columns: of the other)."""
+    cells = [[int(n) for n in row] for row in table]
+    pairs = sum(_binom2(n) for row in cells for n in row)
+    row_sums = [sum(row) for row in cells]
+    col_sums = [sum(col) for col in zip(*cells)] if cells else []
+    n = sum(row_sums)
     if n < 2:
         return 1.0
-    sum_a = sum(_binom2(v) for v in rows.values())
-    sum_b = sum(_binom2(v) for v in cols.values())
+    sum_a = sum(_binom2(v) for v in row_sums)
+    sum_b = sum(_binom2(v) for v in col_sums)
     expected = sum_a * sum_b / _binom2(n)
     maximum = (sum_a + sum_b) / 2.0
     if maximum == expected:  # both partitions trivial (one cluster each, or all singletons): identical
@@ -121,15 +126,8 @@ def cluster_metrics(
     clusters = sorted(stats)
     sizes = [stats[c][0] for c in clusters]
     n, k = sum(sizes), len(clusters)
-    result: dict[str, Any] = {
-        "cluster_sizes": sizes,
-        "smallest_cluster_share": (min(sizes) / n) if n else 0.0,
-        "calinski_harabasz": None,
-        "davies_bouldin": None,
-        "within": None,
-    }
     if k < 2 or n <= k:
-        return result
+        return separation(sizes, [stats[c][1] for c in clusters], [0.0] * k, [0.0] * k)
     center_map = F.create_map(
         *[v for c in clusters for v in (F.lit(c), F.array(*[F.lit(x) for x in stats[c][1]]))]
     )
@@ -146,19 +144,42 @@ def cluster_metrics(
     )
     within = {int(r["_c"]): float(r["within"]) for r in second}
     spread = {int(r["_c"]): float(r["spread"]) for r in second}
-    overall = [sum(stats[c][0] * stats[c][1][i] for c in clusters) / n for i in range(dim)]
-    between = sum(stats[c][0] * sum((m - o) ** 2 for m, o in zip(stats[c][1], overall)) for c in clusters)
-    total_within = sum(within.values())
+    return separation(
+        sizes, [stats[c][1] for c in clusters], [within[c] for c in clusters], [spread[c] for c in clusters]
+    )
+
+
+def separation(
+    sizes: list[int], means: list[list[float]], within: list[float], spread: list[float]
+) -> dict[str, Any]:
+    """Sizes, smallest share, Calinski-Harabasz and Davies-Bouldin from per-cluster sizes, means, within sums
+    of squares (around the mean) and spreads (mean distance to the mean). Clusters of size 0 are left out;
+    with fewer than two clusters used (or no more customers than clusters) CH and DB are None."""
+    used = [i for i, n in enumerate(sizes) if n > 0]
+    n, k = sum(sizes), len(used)
+    result: dict[str, Any] = {
+        "cluster_sizes": [int(s) for s in sizes],
+        "smallest_cluster_share": (min(sizes[i] for i in used) / n) if n else 0.0,
+        "calinski_harabasz": None,
+        "davies_bouldin": None,
+        "within": None,
+    }
+    if k < 2 or n <= k:
+        return result
+    dim = len(means[used[0]])
+    overall = [sum(sizes[c] * means[c][i] for c in used) / n for i in range(dim)]
+    between = sum(sizes[c] * sum((m - o) ** 2 for m, o in zip(means[c], overall)) for c in used)
+    total_within = sum(within[c] for c in used)
     result["within"] = total_within
     if total_within > 0:
         result["calinski_harabasz"] = (between / (k - 1)) / (total_within / (n - k))
     ratios = []
-    for c in clusters:
+    for c in used:
         worst = 0.0
-        for other in clusters:
+        for other in used:
             if other == c:
                 continue
-            gap = math.dist(stats[c][1], stats[other][1])
+            gap = math.dist(means[c], means[other])
             worst = max(worst, math.inf if gap == 0 else (spread[c] + spread[other]) / gap)
         ratios.append(worst)
     result["davies_bouldin"] = sum(ratios) / k
@@ -218,8 +239,11 @@ def k_diagnostics(
     def one(f: Any) -> KDiagnostics:
         nonlocal done
         started = time.perf_counter()
-        metrics = cluster_metrics(f.model.transform(scaled_df), dim)
-        stab = stability(scaled_df, f.model, f.k, extra_seeds, fit)
+        if getattr(f, "metrics", None) is not None:  # measured by the KMeans sweep itself
+            metrics, stab = f.metrics, f.stability
+        else:
+            metrics = cluster_metrics(f.model.transform(scaled_df), dim)
+            stab = stability(scaled_df, f.model, f.k, extra_seeds, fit)
         diag = KDiagnostics(
             k=f.k,
             cost=float(f.cost) if hasattr(f, "cost") else float(f.wcss),
@@ -465,7 +489,16 @@ def select_k(scaled_df: DataFrame, ks: list[int], model_cfg: dict[str, Any], dim
     method = model_cfg.get("method", "kmeans")
     sample_size = model_cfg.get("sweep_sample") if method == "kmeans" and len(ks) > 1 else None
     fits = sweep_method(
-        method, scaled_df, ks, seed, max_iter, tol, parallelism=parallelism, sample_size=sample_size
+        method,
+        scaled_df,
+        ks,
+        seed,
+        max_iter,
+        tol,
+        parallelism=parallelism,
+        sample_size=sample_size,
+        stability_fits=int(model_cfg["stability_fits"]),
+        driver_max_rows=int(model_cfg["driver_sweep_max_rows"]),
     )
 
     def fit(df: DataFrame, k: int, s: int):
@@ -486,11 +519,9 @@ def select_k(scaled_df: DataFrame, ks: list[int], model_cfg: dict[str, Any], dim
         min_cluster_share=model_cfg["min_cluster_share"],
         min_stability=model_cfg["min_stability"],
     )
-    chosen = next(f for f in fits if f.k == choice.k)
-    if sample_size is not None:
-        # a sampled sweep (model.sweep_sample): the chosen k is fitted again on every customer
-        chosen = fit_on_all(scaled_df, chosen, seed, max_iter, tol)
-        fits = [chosen if f.k == choice.k else f for f in fits]
+    # the Spark ML model at the chosen k (the KMeans sweep keeps centers only; a sampled sweep refits on all)
+    chosen = fit_on_all(scaled_df, next(f for f in fits if f.k == choice.k), seed, max_iter, tol)
+    fits = [chosen if f.k == choice.k else f for f in fits]
     gap = structure_gap(scaled_df, choice.k, chosen.wcss, fit, seed, dim, int(model_cfg["partitions"]))
     return Selection(
         fits,

@@ -126,10 +126,23 @@ def sweep_method(
     tol: float = 1e-4,
     parallelism: int = 1,
     sample_size: int | None = None,
+    stability_fits: int = 0,
+    driver_max_rows: int = 1_000_000,
 ) -> list[Any]:
-    """Fit `method` for every k, logging "k i of n"; KMeans uses `model.sweep_k` (with its optional sample)."""
+    """Fit `method` for every k, logging "k i of n"; KMeans uses `model.sweep_k` (with its optional sample,
+    and the stability fits measured in the same passes; other methods get theirs in `k_diagnostics`)."""
     if method == "kmeans":
-        return sweep_k(scaled_df, ks, seed, max_iter, tol, parallelism=parallelism, sample_size=sample_size)
+        return sweep_k(
+            scaled_df,
+            ks,
+            seed,
+            max_iter,
+            tol,
+            parallelism=parallelism,
+            sample_size=sample_size,
+            stability_fits=stability_fits,
+            driver_max_rows=driver_max_rows,
+        )
     from segmentation.diagnostics import cluster_metrics  # the hard assignment's WCSS, from aggregates
 
     done = 0

@@ -7,9 +7,7 @@ chosen k, the per-k table (WCSS, silhouette), and a map from KMeans cluster inde
 from __future__ import annotations
 
 import logging
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from pyspark.ml.clustering import KMeans, KMeansModel
@@ -24,13 +22,19 @@ _MASK53 = (1 << 53) - 1
 
 @dataclass
 class KFit:
-    """One KMeans fit of the sweep."""
+    """One KMeans fit of the sweep. `model` (the Spark ML model) is set for the chosen k (`fit_on_all`); the
+    sweep's fits carry their `centers`, per-cluster `metrics` (sizes, Calinski-Harabasz, Davies-Bouldin) and
+    `stability` from the engine (segmentation/lloyd.py)."""
 
     k: int
     wcss: float
     silhouette: float | None
     cluster_sizes: list[int]
-    model: KMeansModel = field(repr=False)
+    model: KMeansModel | None = field(default=None, repr=False)
+    centers: list[list[float]] | None = field(default=None, repr=False)
+    metrics: dict | None = field(default=None, repr=False)
+    stability: float | None = None
+    iterations: int | None = None
 
 
 def fit_kmeans(scaled_df: DataFrame, k: int, seed: int, max_iter: int = 50, tol: float = 1e-4) -> KMeansModel:
@@ -63,6 +67,10 @@ def sweep_sample(scaled_df: DataFrame, max_rows: int, seed: int, id_col: str = "
     return scaled_df.filter(u < F.lit(fraction)).coalesce(1)
 
 
+def vector_size(scaled_df: DataFrame, features_col: str = "scaled") -> int:
+    return len(scaled_df.select(features_col).first()[0])
+
+
 def sweep_k(
     scaled_df: DataFrame,
     ks: list[int],
@@ -72,17 +80,25 @@ def sweep_k(
     parallelism: int = 1,
     sample_size: int | None = None,
     id_col: str = "customer_id",
+    stability_fits: int = 0,
+    driver_max_rows: int = 1_000_000,
 ) -> list[KFit]:
-    """Fit KMeans for every k (up to `parallelism` fits at once), logging "k i of n" as fits finish.
+    """KMeans for every k: Spark ML's k-means|| starts (`parallelism` at a time), then the Lloyd iterations of
+    all k together, one Spark job per iteration (segmentation/lloyd.py), then sizes, Calinski-Harabasz,
+    Davies-Bouldin and silhouette of every k in two more jobs. Each fit equals a full Spark ML fit at that k and
+    seed (same centers, cost and iterations). With `stability_fits` > 0 every k is also fitted with seeds
+    seed+1 .. seed+stability_fits in the same jobs, and `stability` is the mean adjusted Rand index over all
+    pairs of fits at that k. Up to `driver_max_rows` customers the passes run in the driver on the collected
+    features (`model.driver_sweep_max_rows`), above it as Spark jobs.
 
-    Each fit is independent and seeded, so running them concurrently changes nothing but the wall time:
-    small fits are bound by Spark's per-job latency, not by the cores. With `sample_size` and more customers
-    than that, the sweep runs on a seeded sample of about `sample_size` customers (`sweep_sample`); WCSS is then
-    scaled to all customers (cost per customer x customers) so the curve keeps its meaning. `fit_on_all` then
-    refits the chosen k on everyone.
+    With `sample_size` and more customers than that, the sweep runs on a seeded sample of about `sample_size`
+    customers (`sweep_sample`); WCSS is then scaled to all customers (cost per customer x customers) so the curve
+    keeps its meaning, and `fit_on_all` refits the chosen k on everyone.
     """
-    done = 0
-    lock = threading.Lock()
+    from segmentation import lloyd
+    from segmentation.diagnostics import adjusted_rand_index_of_table, separation
+
+    started = time.perf_counter()
     fit_df, scale = scaled_df, 1.0
     if sample_size is not None:
         total = scaled_df.count()
@@ -91,58 +107,91 @@ def sweep_k(
             sampled = fit_df.count()
             scale = total / sampled
             log.info("k sweep on a seeded sample of %d of %d customers (model.sweep_sample)", sampled, total)
-
-    def fit_one(k: int) -> KFit:
-        nonlocal done
-        started = time.perf_counter()
-        model = fit_kmeans(fit_df, k, seed, max_iter, tol)
-        score = silhouette(fit_df, model)
-        fit = KFit(
-            k, float(model.summary.trainingCost) * scale, score, list(model.summary.clusterSizes), model
-        )
-        with lock:
-            done += 1
-            log.info(
-                "k %d of %d: k=%d wcss=%.4f silhouette=%s iterations=%d (%.1f s)",
-                done,
-                len(ks),
-                k,
-                fit.wcss,
-                "n/a" if score is None else f"{score:.4f}",
-                model.summary.numIter,
-                time.perf_counter() - started,
-            )
-        return fit
-
+    dim = vector_size(fit_df)
+    features_df = lloyd.features_frame(fit_df, dim).persist()
+    seeds = [seed + i for i in range(stability_fits + 1)]
+    pairs = [(k, s) for s in seeds for k in ks]  # the main fits first: model index i is ks[i] at `seed`
     try:
-        if parallelism <= 1 or len(ks) == 1:
-            return [fit_one(k) for k in ks]
-        with ThreadPoolExecutor(max_workers=parallelism, thread_name_prefix="kmeans") as pool:
-            return list(pool.map(fit_one, ks))
+        rows_total = features_df.count()
+        if rows_total <= driver_max_rows:
+            rows: lloyd.Rows = lloyd.LocalRows(features_df, dim)
+        else:
+            rows = lloyd.SparkRows(features_df, dim)
+        log.info(
+            "k sweep on %d customers: %d fits, passes %s",
+            rows_total,
+            len(pairs),
+            "in the driver" if isinstance(rows, lloyd.LocalRows) else "as Spark jobs",
+        )
+        models = lloyd.starts(fit_df, pairs, tol, parallelism)
+        lloyd.fit_all(rows, models, max_iter, tol)
+        index = {(m.k, m.seed): i for i, m in enumerate(models)}
+        same_k = [
+            (index[(k, a)], index[(k, b)]) for k in ks for i, a in enumerate(seeds) for b in seeds[i + 1 :]
+        ]
+        evaluations, tables = lloyd.evaluate(rows, models, list(range(len(ks))), same_k)
     finally:
+        features_df.unpersist()
         if fit_df is not scaled_df:
             fit_df.unpersist()
+    fits = []
+    for i, k in enumerate(ks):
+        model, ev = models[i], evaluations[i]
+        sizes = [int(n) for n in ev.sizes]
+        aris = [adjusted_rand_index_of_table(tables[p]) for p in same_k if p[0] == i]
+        fit = KFit(
+            k,
+            model.cost * scale,
+            ev.silhouette,
+            sizes,
+            centers=model.centers.tolist(),
+            metrics=separation(sizes, ev.means.tolist(), ev.within.tolist(), ev.spread.tolist()),
+            stability=sum(aris) / len(aris) if aris else None,
+            iterations=model.iterations,
+        )
+        fits.append(fit)
+        log.info(
+            "k=%d: wcss=%.4f silhouette=%s stability=%s iterations=%d",
+            k,
+            fit.wcss,
+            "n/a" if fit.silhouette is None else f"{fit.silhouette:.4f}",
+            "n/a" if fit.stability is None else f"{fit.stability:.3f}",
+            model.iterations,
+        )
+    log.info("k sweep: %d fits of k=%d..%d in %.1f s", len(models), ks[0], ks[-1], time.perf_counter() - started)
+    return fits
 
 
 def fit_on_all(scaled_df: DataFrame, fit: KFit, seed: int, max_iter: int = 50, tol: float = 1e-4) -> KFit:
-    """The fit at `fit.k` on every customer; `fit` itself when the sweep already saw them all."""
-    total = scaled_df.count()
-    if sum(fit.cluster_sizes) == total:
+    """The Spark ML model at `fit.k` and `seed` on every customer (the model that is published and scores new
+    customers). When the sweep saw every customer it is the same fit (a difference is logged; Spark ML's wins)."""
+    if fit.model is not None:
         return fit
+    total = scaled_df.count()
     started = time.perf_counter()
     model = fit_kmeans(scaled_df, fit.k, seed, max_iter, tol)
-    full = KFit(
-        fit.k,
-        float(model.summary.trainingCost),
-        silhouette(scaled_df, model),
-        list(model.summary.clusterSizes),
-        model,
-    )
+    sizes = list(model.summary.clusterSizes)
+    cost = float(model.summary.trainingCost)
+    if sum(fit.cluster_sizes) == total:
+        if abs(cost - fit.wcss) > 1e-6 * max(1.0, abs(cost)) or sizes != list(fit.cluster_sizes):
+            # cannot happen short of a change in Spark's KMeans; the published model is Spark's either way
+            log.warning(
+                "the sweep's fit at k=%d (wcss %.6f, sizes %s) differs from Spark ML's (wcss %.6f, sizes %s); "
+                "using Spark ML's",
+                fit.k,
+                fit.wcss,
+                fit.cluster_sizes,
+                cost,
+                sizes,
+            )
+        full = KFit(**{**fit.__dict__, "model": model, "wcss": cost, "cluster_sizes": sizes})
+    else:
+        full = KFit(fit.k, cost, silhouette(scaled_df, model), sizes, model, iterations=model.summary.numIter)
     log.info(
-        "final fit k=%d on all %d customers: wcss=%.4f (sample estimate %.4f) (%.1f s)",
+        "Spark ML fit at k=%d on all %d customers: wcss=%.4f (sweep %.4f) (%.1f s)",
         fit.k,
         total,
-        full.wcss,
+        cost,
         fit.wcss,
         time.perf_counter() - started,
     )

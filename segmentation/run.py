@@ -64,7 +64,7 @@ from segmentation.run_customers import run_customer_segmentation
 from segmentation.validate import (
     REJECT_REASONS,
     classify_rows,
-    max_accepted_date,
+    reason_summary,
     rejects_table,
     with_after_snapshot_reason,
 )
@@ -122,22 +122,24 @@ def run_segmentation(spark: SparkSession, cfg: dict[str, Any], run_id: str | Non
                 raw_df, inp, cfg["cleaning"]["drop_duplicates"], originals
             ).persist()
             persisted.append(classified_df)
-            input_rows = classified_df.count()
+            input_rows, counts, latest = reason_summary(classified_df)
             if input_rows == 0:
                 raise InputError(f"input has no rows: {inp['path']}")
             if cfg.get("snapshot_date"):
                 snapshot_date = dt.date.fromisoformat(cfg["snapshot_date"])
+            elif latest is None:
+                counts = _ordered_counts(counts, REJECT_REASONS)
+                raise InputError(f"no input row was accepted ({input_rows} rows; rejects: {counts})")
+            else:
+                snapshot_date = latest + dt.timedelta(days=1)
+            publisher.snapshot_date = snapshot_date.isoformat()
+            if latest is not None and latest >= snapshot_date:
+                # lines on or after the snapshot date are set aside (only a configured snapshot_date cuts)
                 classified_df = classified_df.transform(
                     with_after_snapshot_reason, snapshot_date=snapshot_date.isoformat()
                 )
-            else:
-                latest = max_accepted_date(classified_df)
-                if latest is None:
-                    counts = _ordered_counts(_count_by(classified_df, "reject_reason"), REJECT_REASONS)
-                    raise InputError(f"no input row was accepted ({input_rows} rows; rejects: {counts})")
-                snapshot_date = latest + dt.timedelta(days=1)
-            publisher.snapshot_date = snapshot_date.isoformat()
-            rejected = _ordered_counts(_count_by(classified_df, "reject_reason"), REJECT_REASONS)
+                counts = _count_by(classified_df, "reject_reason")
+            rejected = _ordered_counts(counts, REJECT_REASONS)
             accepted_rows = input_rows - sum(rejected.values())
             log.info(
                 "snapshot %s: %d input rows, %d accepted, rejects %s",

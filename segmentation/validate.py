@@ -7,9 +7,10 @@ accepted). Reasons are checked in the documented order and the first match wins.
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
-from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -103,22 +104,23 @@ def with_reject_reason(df: DataFrame, amount_mode: bool) -> DataFrame:
 
 
 def with_duplicate_reason(df: DataFrame, original_cols: list[str]) -> DataFrame:
-    """Mark every exact repeat of an accepted row (all original columns equal) as `duplicate`; keep the first.
+    """Mark every exact repeat of an accepted row (all original columns equal) as `duplicate`; keep one.
 
-    Rows with equal original columns get the same earlier verdict, so a group is either all rejected
-    already or all candidates: numbering within the group is enough.
+    The accepted rows are grouped on their original columns (a hash aggregation: one shuffle, no sort) and
+    each group comes back as one accepted row and `copies - 1` duplicates; the copies are identical, so which
+    one is kept does not matter. Rows already rejected for another reason pass through untouched: equal
+    original columns get the same earlier verdict, so a group is either all rejected already or all candidates.
     """
-    window = Window.partitionBy(*[col(c) for c in original_cols]).orderBy(F.col("_row_id"))
-    return (
-        df.withColumn("_row_id", F.monotonically_increasing_id())
-        .withColumn(
-            "reject_reason",
-            F.when(
-                F.col("reject_reason").isNull() & (F.row_number().over(window) > 1), F.lit("duplicate")
-            ).otherwise(F.col("reject_reason")),
-        )
-        .drop("_row_id")
+    derived = [c for c in df.columns if c not in original_cols and c != "reject_reason"]
+    groups_df = (
+        df.filter(F.col("reject_reason").isNull())
+        .groupBy(*[col(c) for c in original_cols])
+        .agg(F.count(F.lit(1)).alias("_copies"), *[F.first(col(c)).alias(c) for c in derived])
     )
+    copies_df = groups_df.withColumn("_copy", F.explode(F.sequence(F.lit(1), F.col("_copies")))).withColumn(
+        "reject_reason", F.when(F.col("_copy") > 1, F.lit("duplicate"))
+    )
+    return df.filter(F.col("reject_reason").isNotNull()).unionByName(copies_df.select(*[col(c) for c in df.columns]))
 
 
 def with_after_snapshot_reason(df: DataFrame, snapshot_date: str) -> DataFrame:
@@ -158,3 +160,15 @@ def max_accepted_date(classified_df: DataFrame):
         .agg(F.to_date(F.max("_ts")).alias("d"))
         .first()["d"]
     )
+
+
+def reason_summary(classified_df: DataFrame) -> tuple[int, dict[str, int], dt.date | None]:
+    """(rows, rows per reject reason, calendar date of the latest accepted timestamp or None) in one pass."""
+    rows = (
+        classified_df.groupBy("reject_reason")
+        .agg(F.count(F.lit(1)).alias("n"), F.to_date(F.max("_ts")).alias("latest"))
+        .collect()
+    )
+    by_reason = {r["reject_reason"]: int(r["n"]) for r in rows if r["reject_reason"] is not None}
+    latest = next((r["latest"] for r in rows if r["reject_reason"] is None), None)
+    return sum(int(r["n"]) for r in rows), by_reason, latest

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,8 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 ONLINE_RETAIL_CSV = SHARED_DATA / "online_retail" / "by-day"
 
 os.environ.setdefault("SPARK_CONF_DIR", str(REPO / "conf"))
+# Python workers run the test interpreter (its numpy and pyarrow), as the jobs arrange for local runs
+os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 
 
 @pytest.fixture(scope="session")

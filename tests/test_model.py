@@ -8,7 +8,7 @@ import random
 import pytest
 from pyspark.ml import PipelineModel
 
-from segmentation.model import KFit, choose_k, knee_point, segment_order, sweep_k
+from segmentation.model import KFit, choose_k, fit_on_all, knee_point, segment_order, sweep_k
 from segmentation.prepare import capping_bounds, fit_preparation
 from segmentation.profile import centers_in_original_units, with_segment_columns
 
@@ -80,6 +80,11 @@ def test_sweep_recovers_three_groups_with_stable_order(spark):
     assert chosen.silhouette > 0.8
     assert [f.wcss for f in fits] == sorted((f.wcss for f in fits), reverse=True)
 
+    # the published model is Spark ML's own fit at that k and seed: the same centers and cost as the sweep's
+    chosen = fit_on_all(scaled, chosen, seed=42)
+    assert chosen.model.summary.trainingCost == pytest.approx(chosen.wcss, rel=1e-9)
+    spark_centers = [x for c in chosen.model.clusterCenters() for x in c]
+    assert spark_centers == pytest.approx([x for c in chosen.centers for x in c], abs=1e-9)
     assigned = chosen.model.transform(scaled)
     order = segment_order(assigned)
     centers = [list(c) for c in chosen.model.clusterCenters()]
@@ -114,7 +119,7 @@ def test_pipeline_model_round_trips_through_a_directory(spark, tmp_path):
     customers = _blobs(spark, n_per_group=20).cache()
     prep_model, _ = fit_preparation(customers, {**PREP, "cap_quantiles": [0.0, 0.95]})
     scaled = prep_model.transform(customers)
-    kmeans = sweep_k(scaled, [3], seed=7)[0].model
+    kmeans = fit_on_all(scaled, sweep_k(scaled, [3], seed=7)[0], seed=7).model
     model = PipelineModel(stages=[*prep_model.stages, kmeans])
     model.write().overwrite().save(str(tmp_path / "m"))
     loaded = PipelineModel.load(str(tmp_path / "m"))

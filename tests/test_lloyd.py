@@ -1,0 +1,92 @@
+"""The sweep's engine (segmentation/lloyd.py) against Spark ML itself: every model it fits is the full Spark ML
+KMeans fit at that k and seed, and its diagnostics are Spark ML's ClusteringEvaluator and our Spark-aggregate
+metrics, to rounding."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from pyspark.ml.clustering import KMeans
+from pyspark.ml.evaluation import ClusteringEvaluator
+from pyspark.ml.linalg import Vectors
+
+from segmentation import lloyd
+from segmentation.diagnostics import adjusted_rand_index, cluster_metrics
+from segmentation.model import sweep_k
+
+KS = [2, 3, 4, 5]
+
+
+@pytest.fixture(scope="module")
+def scaled(spark):
+    """Four overlapping groups in 3 dimensions plus a few far points, in 3 partitions."""
+    rng = random.Random(3)
+    rows = []
+    for g, (cx, cy, cz) in enumerate([(0, 0, 0), (3, 0, 1), (0, 3, -1), (2, 2, 2)]):
+        for i in range(300):
+            rows.append((f"c{g}-{i}", Vectors.dense(rng.gauss(cx, 1), rng.gauss(cy, 1), rng.gauss(cz, 1))))
+    rows += [(f"far-{i}", Vectors.dense(9.0 + i, -9.0, 9.0)) for i in range(3)]
+    df = spark.createDataFrame(rows, ["customer_id", "scaled"])
+    return df.repartition(3, "customer_id").sortWithinPartitions("customer_id").cache()
+
+
+def _spark_fit(scaled, k, seed, max_iter=20):
+    return KMeans(featuresCol="scaled", predictionCol="cluster", k=k, seed=seed, maxIter=max_iter, tol=1e-4).fit(
+        scaled.select("scaled")
+    )
+
+
+@pytest.mark.parametrize("where", ["driver", "spark"])
+def test_every_model_is_the_full_spark_ml_fit(spark, scaled, where):
+    features_df = lloyd.features_frame(scaled, 3).cache()
+    rows = lloyd.LocalRows(features_df, 3, block=500) if where == "driver" else lloyd.SparkRows(features_df, 3)
+    models = lloyd.starts(scaled, [(k, 42) for k in KS], tol=1e-4, parallelism=2)
+    lloyd.fit_all(rows, models, max_iter=20, tol=1e-4)
+    evaluations, _ = lloyd.evaluate(rows, models, list(range(len(KS))), [])
+    for model, ev in zip(models, evaluations):
+        reference = _spark_fit(scaled, model.k, 42)
+        summary = reference.summary
+        assert model.iterations == summary.numIter
+        assert model.cost == pytest.approx(summary.trainingCost, rel=1e-9)
+        spark_centers = [x for c in reference.clusterCenters() for x in c]
+        assert model.centers.ravel().tolist() == pytest.approx(spark_centers, abs=1e-9)
+        assert ev.sizes.tolist() == list(summary.clusterSizes)
+        assigned = reference.transform(scaled)
+        expected_silhouette = ClusteringEvaluator(featuresCol="scaled", predictionCol="cluster").evaluate(assigned)
+        assert ev.silhouette == pytest.approx(expected_silhouette, abs=1e-9)
+        metrics = cluster_metrics(assigned, 3)
+        assert ev.within.sum() == pytest.approx(metrics["within"], rel=1e-9)
+    features_df.unpersist()
+
+
+@pytest.mark.parametrize("driver_max_rows", [0, 1_000_000])
+def test_sweep_diagnostics_and_stability_match_spark_computations(spark, scaled, driver_max_rows):
+    fits = sweep_k(scaled, [3, 4], seed=42, max_iter=20, stability_fits=1, driver_max_rows=driver_max_rows)
+    for fit in fits:
+        base = _spark_fit(scaled, fit.k, 42)
+        other = _spark_fit(scaled, fit.k, 43)
+        assigned = base.transform(scaled)
+        metrics = cluster_metrics(assigned, 3)
+        assert fit.wcss == pytest.approx(base.summary.trainingCost, rel=1e-9)
+        assert sorted(fit.metrics["cluster_sizes"]) == sorted(metrics["cluster_sizes"])
+        assert fit.metrics["calinski_harabasz"] == pytest.approx(metrics["calinski_harabasz"], rel=1e-9)
+        assert fit.metrics["davies_bouldin"] == pytest.approx(metrics["davies_bouldin"], rel=1e-9)
+        labels = other.transform(assigned.withColumnRenamed("cluster", "a")).withColumnRenamed("cluster", "b")
+        assert fit.stability == pytest.approx(adjusted_rand_index(labels, "a", "b"), abs=1e-12)
+        assert 0.0 < fit.stability <= 1.0
+
+
+def test_fewer_distinct_points_than_k(spark):
+    """Spark ML returns fewer centers than k when the data has fewer distinct points; so does the engine."""
+    rows = [(f"c{i}", Vectors.dense(float(i % 3), float(i % 3))) for i in range(30)]
+    df = spark.createDataFrame(rows, ["customer_id", "scaled"]).repartition(2, "customer_id").cache()
+    fit = sweep_k(df, [5], seed=1)[0]
+    reference = _spark_fit(df, 5, 1)
+    assert len(fit.centers) == len(reference.clusterCenters()) == 3
+    assert sorted(fit.cluster_sizes) == [10, 10, 10]
+    assert fit.wcss == pytest.approx(0.0, abs=1e-12)
+    assert fit.silhouette == pytest.approx(
+        ClusteringEvaluator(featuresCol="scaled", predictionCol="cluster").evaluate(reference.transform(df)),
+        abs=1e-9,
+    )
