@@ -1,7 +1,8 @@
-"""Benchmark of the k sweep alone: the naive loop (a full Spark ML KMeans fit per k, one after the other) against
-the job's sweep (`sweep_k`: KMeans caches its own vectors, fits `model.parallelism` at a time; optionally on a
-seeded sample, `--sample` = `model.sweep_sample`, with the chosen k refitted on all customers), on generated
-customers.
+"""Benchmark of the k sweep alone: the naive loop (a full Spark ML KMeans fit and a ClusteringEvaluator
+silhouette per k, one after the other) against the job's sweep (`sweep_k`: Spark ML's k-means|| starts, then the
+Lloyd iterations of all k together and every k's silhouette and diagnostics from shared passes; optionally on a
+seeded sample, `--sample` = `model.sweep_sample`), plus the Spark ML fit of the chosen k that the job publishes,
+on generated customers.
 
     python scripts/bench_sweep.py                       # 250k customers, k = 2..10, all customers
     python scripts/bench_sweep.py --sample 50000 --json /tmp/sweep.json

@@ -106,21 +106,24 @@ def with_reject_reason(df: DataFrame, amount_mode: bool) -> DataFrame:
 def with_duplicate_reason(df: DataFrame, original_cols: list[str]) -> DataFrame:
     """Mark every exact repeat of an accepted row (all original columns equal) as `duplicate`; keep one.
 
-    The accepted rows are grouped on their original columns (a hash aggregation: one shuffle, no sort) and
-    each group comes back as one accepted row and `copies - 1` duplicates; the copies are identical, so which
-    one is kept does not matter. Rows already rejected for another reason pass through untouched: equal
-    original columns get the same earlier verdict, so a group is either all rejected already or all candidates.
+    All rows are grouped on their original columns and raw line (a hash aggregation: one shuffle, no sort) and
+    every group comes back as its copies: an accepted group as one accepted row and `copies - 1` duplicates, a
+    rejected group as `copies` rows with its reason (the reason is a function of the grouped columns). The
+    copies are identical, so which one is kept does not matter. One scan feeds it all: splitting the rows into
+    accepted and rejected before grouping would read a CSV twice, and its malformed-row detection depends on
+    the columns each read asks for.
     """
-    derived = [c for c in df.columns if c not in original_cols and c != "reject_reason"]
-    groups_df = (
-        df.filter(F.col("reject_reason").isNull())
-        .groupBy(*[col(c) for c in original_cols])
-        .agg(F.count(F.lit(1)).alias("_copies"), *[F.first(col(c)).alias(c) for c in derived])
+    keys = [*original_cols, *([CORRUPT_COLUMN] if CORRUPT_COLUMN in df.columns else [])]
+    derived = [c for c in df.columns if c not in keys]
+    groups_df = df.groupBy(*[col(c) for c in keys]).agg(
+        F.count(F.lit(1)).alias("_copies"), *[F.first(col(c)).alias(c) for c in derived]
     )
-    copies_df = groups_df.withColumn("_copy", F.explode(F.sequence(F.lit(1), F.col("_copies")))).withColumn(
-        "reject_reason", F.when(F.col("_copy") > 1, F.lit("duplicate"))
+    duplicate = F.col("reject_reason").isNull() & (F.col("_copy") > 1)
+    return (
+        groups_df.withColumn("_copy", F.explode(F.sequence(F.lit(1), F.col("_copies"))))
+        .withColumn("reject_reason", F.when(duplicate, F.lit("duplicate")).otherwise(F.col("reject_reason")))
+        .select(*[col(c) for c in df.columns])
     )
-    return df.filter(F.col("reject_reason").isNotNull()).unionByName(copies_df.select(*[col(c) for c in df.columns]))
 
 
 def with_after_snapshot_reason(df: DataFrame, snapshot_date: str) -> DataFrame:
