@@ -31,17 +31,27 @@ def with_line_kind(df: DataFrame, return_prefix: str | None, has_order_id: bool)
     return df.withColumns({"_is_return": is_return, "_date": date, "_order_key": order_key})
 
 
+def order_rows(lines_df: DataFrame) -> DataFrame:
+    """Accepted lines (with `with_line_kind` columns) summed per customer, order, day and purchase or return:
+    `customer_id`, `_order_key`, `_date`, `_is_return`, `_value`, `_abs_value`. Exact decimal sums."""
+    return lines_df.groupBy(
+        F.col("_customer_id").alias("customer_id"), "_order_key", "_date", "_is_return"
+    ).agg(F.sum("_value").alias("_value"), F.sum(F.abs(F.col("_value"))).alias("_abs_value"))
+
+
 def customer_features(
     lines_df: DataFrame, snapshot_date: dt.date | str, returns_mode: str = "net"
 ) -> DataFrame:
-    """Aggregate accepted lines (with `with_line_kind` columns) into per-customer features.
+    """Aggregate accepted lines (with `with_line_kind` columns) into per-customer features."""
+    return customer_features_from_orders(order_rows(lines_df), snapshot_date, returns_mode)
 
-    The lines are first summed per (customer, order, day, purchase or return): the one shuffle of line-level
-    data, with map-side partial sums. The customer features and the BTYD summary are aggregated from those
-    order rows (several times fewer than the lines); exact decimal sums, so the result is the same."""
-    orders_df = lines_df.groupBy(
-        F.col("_customer_id").alias("customer_id"), "_order_key", "_date", "_is_return"
-    ).agg(F.sum("_value").alias("_value"), F.sum(F.abs(F.col("_value"))).alias("_abs_value"))
+
+def customer_features_from_orders(
+    orders_df: DataFrame, snapshot_date: dt.date | str, returns_mode: str = "net"
+) -> DataFrame:
+    """Per-customer features from `order_rows` (or the validate stage's ledger, which holds the same sums):
+    the customer features and the BTYD summary are aggregated from the order rows, several times fewer than
+    the lines; the sums are exact decimals, so the result does not depend on how the lines were summed."""
     purchase = ~F.col("_is_return")
     aggregated = orders_df.groupBy("customer_id").agg(
         F.count_distinct(F.when(purchase, F.col("_order_key"))).alias("frequency"),

@@ -74,7 +74,9 @@ def features_frame(scaled_df: DataFrame, dim: int, features_col: str = "scaled")
     return scaled_df.select(*[x[i].alias(c) for i, c in enumerate(feature_columns(dim))])
 
 
-def spark_start(scaled_df: DataFrame, k: int, seed: int, tol: float, features_col: str = "scaled") -> np.ndarray:
+def spark_start(
+    scaled_df: DataFrame, k: int, seed: int, tol: float, features_col: str = "scaled"
+) -> np.ndarray:
     """Spark ML's k-means|| start for (k, seed): a KMeans fit with no iteration. Fewer than k rows when the data
     has fewer distinct points (Spark's own behaviour)."""
     kmeans = KMeans(featuresCol=features_col, k=k, seed=seed, maxIter=0, tol=tol)
@@ -110,24 +112,29 @@ def starts(
 def _add(a: Any, b: Any) -> Any:
     """Sum of two partial results of the same shape (dicts, tuples, numpy arrays, numbers)."""
     if isinstance(a, dict):
-        return {key: _add(a[key], b[key]) if key in a and key in b else a.get(key, b.get(key)) for key in a | b}
+        return {
+            key: _add(a[key], b[key]) if key in a and key in b else a.get(key, b.get(key)) for key in a | b
+        }
     if isinstance(a, tuple):
         return tuple(_add(x, y) for x, y in zip(a, b))
     return a + b
 
 
 def _assign(x: np.ndarray, xx: np.ndarray, centers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Closest center of every row (first on ties, as Spark) and the squared distance to it."""
-    d2 = xx[:, None] - 2.0 * (x @ centers.T) + np.einsum("ij,ij->i", centers, centers)[None, :]
-    nearest = d2.argmin(axis=1)
-    return nearest, np.maximum(d2[np.arange(len(x)), nearest], 0.0)
+    """Closest center of every row (first on ties, as Spark) and the squared distance to it. The row's own
+    squared norm is the same for every center, so it is added to the winner only."""
+    partial = np.einsum("ij,ij->i", centers, centers)[None, :] - 2.0 * (x @ centers.T)
+    nearest = partial.argmin(axis=1)
+    return nearest, np.maximum(partial[np.arange(len(x)), nearest] + xx, 0.0)
 
 
 def _per_cluster(nearest: np.ndarray, values: np.ndarray, k: int) -> np.ndarray:
     """Sum of `values` (n or n x dim) per cluster: k or k x dim."""
     if values.ndim == 1:
         return np.bincount(nearest, weights=values, minlength=k)
-    return np.stack([np.bincount(nearest, weights=values[:, i], minlength=k) for i in range(values.shape[1])], 1)
+    return np.stack(
+        [np.bincount(nearest, weights=values[:, i], minlength=k) for i in range(values.shape[1])], 1
+    )
 
 
 class Rows:
@@ -192,24 +199,26 @@ def _matrix(batch: pa.RecordBatch | pa.Table, dim: int) -> np.ndarray:
 
 
 def _step(x: np.ndarray, xx: np.ndarray, active: dict[int, np.ndarray]) -> dict:
-    """One assignment step of every active model on rows `x` (one matrix product for all their centers): per
-    cluster the count and the sum of the rows, and the total squared distance."""
-    stacked = np.vstack(list(active.values()))
-    d2_all = xx[:, None] - 2.0 * (x @ stacked.T) + np.einsum("ij,ij->i", stacked, stacked)[None, :]
-    rows = np.arange(len(x))
-    out, offset = {}, 0
+    """One assignment step of every active model on rows `x`: per cluster the count and the sum of the rows,
+    and the total squared distance."""
+    out = {}
     for m, centers in active.items():
+        nearest, best = _assign(x, xx, centers)
         k = len(centers)
-        d2 = d2_all[:, offset : offset + k]
-        offset += k
-        nearest = d2.argmin(axis=1)
-        best = np.maximum(d2[rows, nearest], 0.0)
-        out[m] = (np.bincount(nearest, minlength=k).astype(np.float64), _per_cluster(nearest, x, k), best.sum())
+        out[m] = (
+            np.bincount(nearest, minlength=k).astype(np.float64),
+            _per_cluster(nearest, x, k),
+            best.sum(),
+        )
     return out
 
 
 def _active(models: list[Model], max_iter: int) -> dict[int, np.ndarray]:
-    return {m: model.centers for m, model in enumerate(models) if not model.converged and model.iterations < max_iter}
+    return {
+        m: model.centers
+        for m, model in enumerate(models)
+        if not model.converged and model.iterations < max_iter
+    }
 
 
 def _update(models: list[Model], stats: dict, tol: float) -> None:
@@ -265,7 +274,11 @@ def evaluate(
         for m, c in centers.items():
             nearest, _ = _assign(x, xx, c)
             k = len(c)
-            out[m] = (np.bincount(nearest, minlength=k).astype(np.float64), _per_cluster(nearest, x, k), _per_cluster(nearest, xx, k))
+            out[m] = (
+                np.bincount(nearest, minlength=k).astype(np.float64),
+                _per_cluster(nearest, x, k),
+                _per_cluster(nearest, xx, k),
+            )
         return out
 
     sums = rows.reduce(first)
@@ -304,7 +317,12 @@ def evaluate(
 
 
 def _silhouette_sum(
-    x: np.ndarray, xx: np.ndarray, nearest: np.ndarray, counts: np.ndarray, sums: np.ndarray, norms: np.ndarray
+    x: np.ndarray,
+    xx: np.ndarray,
+    nearest: np.ndarray,
+    counts: np.ndarray,
+    sums: np.ndarray,
+    norms: np.ndarray,
 ) -> float:
     """Sum over the rows of Spark ML's squared-Euclidean silhouette (ClusteringEvaluator), from the clusters'
     sizes n, feature sums Y and squared-norm sums psi: the mean squared distance of x to cluster c is

@@ -158,7 +158,9 @@ def sweep_k(
             "n/a" if fit.stability is None else f"{fit.stability:.3f}",
             model.iterations,
         )
-    log.info("k sweep: %d fits of k=%d..%d in %.1f s", len(models), ks[0], ks[-1], time.perf_counter() - started)
+    log.info(
+        "k sweep: %d fits of k=%d..%d in %.1f s", len(models), ks[0], ks[-1], time.perf_counter() - started
+    )
     return fits
 
 

@@ -36,7 +36,7 @@ from segmentation.customers import (
 from segmentation.diagnostics import compare_methods, elbow_df, model_manifest, select_k
 from segmentation.diagnostics import elbow_rows as elbow_rows_of
 from segmentation.errors import InputError, ModelError
-from segmentation.features import EXCLUDED_REASONS, customer_features, with_line_kind
+from segmentation.features import EXCLUDED_REASONS, customer_features_from_orders, with_line_kind
 from segmentation.identity import (
     identity_reference,
     name_segments_keeping,
@@ -64,8 +64,9 @@ from segmentation.run_customers import run_customer_segmentation
 from segmentation.validate import (
     REJECT_REASONS,
     classify_rows,
-    reason_summary,
-    rejects_table,
+    ledger,
+    ledger_rejects,
+    ledger_summary,
     with_after_snapshot_reason,
 )
 
@@ -119,26 +120,30 @@ def run_segmentation(spark: SparkSession, cfg: dict[str, Any], run_id: str | Non
 
         with timer.stage("validate"):
             classified_df = classify_rows(
-                raw_df, inp, cfg["cleaning"]["drop_duplicates"], originals
-            ).persist()
-            persisted.append(classified_df)
-            input_rows, counts, latest = reason_summary(classified_df)
-            if input_rows == 0:
-                raise InputError(f"input has no rows: {inp['path']}")
+                raw_df, inp, cfg["cleaning"]["drop_duplicates"], originals, cluster_by_customer=True
+            )
             if cfg.get("snapshot_date"):
                 snapshot_date = dt.date.fromisoformat(cfg["snapshot_date"])
-            elif latest is None:
-                counts = _ordered_counts(counts, REJECT_REASONS)
-                raise InputError(f"no input row was accepted ({input_rows} rows; rejects: {counts})")
-            else:
-                snapshot_date = latest + dt.timedelta(days=1)
-            publisher.snapshot_date = snapshot_date.isoformat()
-            if latest is not None and latest >= snapshot_date:
-                # lines on or after the snapshot date are set aside (only a configured snapshot_date cuts)
                 classified_df = classified_df.transform(
                     with_after_snapshot_reason, snapshot_date=snapshot_date.isoformat()
                 )
-                counts = _count_by(classified_df, "reject_reason")
+            lines_df = classified_df.transform(
+                with_line_kind,
+                return_prefix=inp.get("return_order_prefix"),
+                has_order_id=bool(inp["columns"].get("order_id")),
+            )
+            # the lines summed per order and the rejects grouped: what later stages read, cached (the lines are not)
+            ledger_df = ledger(lines_df, originals).persist()
+            persisted.append(ledger_df)
+            input_rows, counts, latest = ledger_summary(ledger_df)
+            if input_rows == 0:
+                raise InputError(f"input has no rows: {inp['path']}")
+            if not cfg.get("snapshot_date"):
+                if latest is None:
+                    counts = _ordered_counts(counts, REJECT_REASONS)
+                    raise InputError(f"no input row was accepted ({input_rows} rows; rejects: {counts})")
+                snapshot_date = latest + dt.timedelta(days=1)
+            publisher.snapshot_date = snapshot_date.isoformat()
             rejected = _ordered_counts(counts, REJECT_REASONS)
             accepted_rows = input_rows - sum(rejected.values())
             log.info(
@@ -154,12 +159,8 @@ def run_segmentation(spark: SparkSession, cfg: dict[str, Any], run_id: str | Non
                 )
 
         with timer.stage("features"):
-            lines_df = classified_df.filter(F.col("reject_reason").isNull()).transform(
-                with_line_kind,
-                return_prefix=inp.get("return_order_prefix"),
-                has_order_id=bool(inp["columns"].get("order_id")),
-            )
-            customers_df = customer_features(lines_df, snapshot_date, cfg["cleaning"]["returns"])
+            orders_df = ledger_df.filter(F.col("_kind") == "order")
+            customers_df = customer_features_from_orders(orders_df, snapshot_date, cfg["cleaning"]["returns"])
             demographics, demo_columns = None, []
             if inp["demographics"].get("path"):
                 customers_df, demographics, demo_columns = _join_demographics(
@@ -333,7 +334,7 @@ def run_segmentation(spark: SparkSession, cfg: dict[str, Any], run_id: str | Non
             publisher.write_table("transitions", transitions_df)
             publisher.write_table(
                 "rejects",
-                rejects_table(classified_df, originals),
+                ledger_rejects(ledger_df, originals),
                 files=max(1, sum(rejected.values()) // 2_000_000 + 1),
             )
             final_model = PipelineModel(stages=[*prep_model.stages, chosen.model])

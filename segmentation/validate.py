@@ -32,15 +32,21 @@ QUANTITY_TYPE = T.DecimalType(18, 3)
 MONEY_TYPE = T.DecimalType(18, 6)
 
 
+#: What `strip` removes from both ends: Java's `\s` (space, tab, newline, vertical tab, form feed, return).
+WHITE_SPACE = " \t\n\x0b\f\r"
+
+
 def strip(c: Column) -> Column:
-    """The value as a string without leading or trailing white space (tabs and newlines too, not only spaces)."""
-    return F.regexp_replace(c.cast("string"), r"^\s+|\s+$", "")
+    """The value as a string without leading or trailing white space (tabs and newlines too, not only spaces).
+    `btrim` with a character set: the same as a `^\\s+|\\s+$` regex, without a regex per value."""
+    return F.btrim(c.cast("string"), F.lit(WHITE_SPACE))
 
 
 def normalize_customer_id(c: Column) -> Column:
     """Trimmed string id; `17850.0` becomes `17850`; empty becomes null."""
     trimmed = strip(c)
-    return F.when(trimmed == "", None).otherwise(F.regexp_replace(trimmed, r"^(\d+)\.0+$", "$1"))
+    decimal_form = F.regexp_replace(trimmed, r"^(\d+)\.0+$", "$1")
+    return F.when(trimmed == "", None).when(trimmed.contains("."), decimal_form).otherwise(trimmed)
 
 
 def _parse_timestamp(c: Column, data_type: T.DataType, timestamp_format: str) -> Column:
@@ -103,7 +109,9 @@ def with_reject_reason(df: DataFrame, amount_mode: bool) -> DataFrame:
     return df.withColumn("reject_reason", reason)
 
 
-def with_duplicate_reason(df: DataFrame, original_cols: list[str]) -> DataFrame:
+def with_duplicate_reason(
+    df: DataFrame, original_cols: list[str], cluster_by: list[str] | None = None
+) -> DataFrame:
     """Mark every exact repeat of an accepted row (all original columns equal) as `duplicate`; keep one.
 
     All rows are grouped on their original columns and raw line (a hash aggregation: one shuffle, no sort) and
@@ -111,10 +119,13 @@ def with_duplicate_reason(df: DataFrame, original_cols: list[str]) -> DataFrame:
     rejected group as `copies` rows with its reason (the reason is a function of the grouped columns). The
     copies are identical, so which one is kept does not matter. One scan feeds it all: splitting the rows into
     accepted and rejected before grouping would read a CSV twice, and its malformed-row detection depends on
-    the columns each read asks for.
+    the columns each read asks for. `cluster_by`: original columns to shuffle by instead of all of them (every
+    copy shares them), so that a later aggregation by those finds each customer's rows in one task.
     """
     keys = [*original_cols, *([CORRUPT_COLUMN] if CORRUPT_COLUMN in df.columns else [])]
     derived = [c for c in df.columns if c not in keys]
+    if cluster_by:
+        df = df.repartition(*[col(c) for c in cluster_by])
     groups_df = df.groupBy(*[col(c) for c in keys]).agg(
         F.count(F.lit(1)).alias("_copies"), *[F.first(col(c)).alias(c) for c in derived]
     )
@@ -135,16 +146,91 @@ def with_after_snapshot_reason(df: DataFrame, snapshot_date: str) -> DataFrame:
 
 
 def classify_rows(
-    df: DataFrame, input_cfg: dict[str, Any], drop_duplicates: bool, original_cols: list[str]
+    df: DataFrame,
+    input_cfg: dict[str, Any],
+    drop_duplicates: bool,
+    original_cols: list[str],
+    cluster_by_customer: bool = False,
 ) -> DataFrame:
-    """Parse and give each row its reject reason (before the snapshot cut, which needs the snapshot date)."""
+    """Parse and give each row its reject reason (before the snapshot cut, which needs the snapshot date).
+    `cluster_by_customer`: the duplicate check shuffles by the raw customer id and order id columns (see
+    `with_duplicate_reason`), which the ledger's per-order sums then use."""
     columns = input_cfg["columns"]
     classified = df.transform(
         with_parsed_columns, columns=columns, timestamp_format=input_cfg["timestamp_format"]
     ).transform(with_reject_reason, amount_mode=bool(columns.get("amount")))
     if drop_duplicates:
-        classified = classified.transform(with_duplicate_reason, original_cols=original_cols)
+        cluster_by = (
+            [c for c in (columns["customer_id"], columns.get("order_id")) if c]
+            if cluster_by_customer
+            else None
+        )
+        classified = classified.transform(
+            with_duplicate_reason, original_cols=original_cols, cluster_by=cluster_by
+        )
     return classified
+
+
+def ledger(lines_df: DataFrame, original_cols: list[str]) -> DataFrame:
+    """The classified rows summed into what the later stages need, small enough to cache (the lines are not):
+
+    - kind `order`: accepted lines (with `features.with_line_kind` columns) summed per `customer_id`,
+      `_order_key`, `_date` and `_is_return`: `_value`, `_abs_value`, `_lines`, `_latest` (latest timestamp);
+    - kind `reject`: rejected rows grouped on their original columns, raw line and reason, `_lines` copies each.
+
+    One aggregation (map-side partial sums first: after the duplicate check each customer's rows are in one
+    task). Every input row is counted in exactly one ledger row's `_lines`.
+    """
+    line = F.col("reject_reason").isNull()
+    reject = ~line
+    return (
+        lines_df.select(
+            F.when(line, F.lit("order")).otherwise(F.lit("reject")).alias("_kind"),
+            "reject_reason",
+            F.when(line, F.col("_customer_id")).alias("customer_id"),
+            *[F.when(line, F.col(c)).alias(c) for c in ("_order_key", "_date", "_is_return")],
+            *[F.when(reject, col(c)).alias(c) for c in original_cols],
+            F.when(reject, F.col(CORRUPT_COLUMN)).alias(CORRUPT_COLUMN),
+            F.when(line, F.col("_value")).alias("_value"),
+            F.when(line, F.col("_ts")).alias("_ts"),
+        )
+        .groupBy(
+            "_kind",
+            "reject_reason",
+            "customer_id",
+            "_order_key",
+            "_date",
+            "_is_return",
+            *[col(c) for c in original_cols],
+            col(CORRUPT_COLUMN),
+        )
+        .agg(
+            F.count(F.lit(1)).alias("_lines"),
+            F.sum("_value").alias("_value"),
+            F.sum(F.abs(F.col("_value"))).alias("_abs_value"),
+            F.max("_ts").alias("_latest"),
+        )
+    )
+
+
+def ledger_summary(ledger_df: DataFrame) -> tuple[int, dict[str, int], dt.date | None]:
+    """(rows, rows per reject reason, calendar date of the latest accepted timestamp or None) of a ledger."""
+    rows = (
+        ledger_df.groupBy("reject_reason")
+        .agg(F.sum("_lines").alias("n"), F.to_date(F.max("_latest")).alias("latest"))
+        .collect()
+    )
+    by_reason = {r["reject_reason"]: int(r["n"]) for r in rows if r["reject_reason"] is not None}
+    latest = next((r["latest"] for r in rows if r["reject_reason"] is None), None)
+    return sum(int(r["n"]) for r in rows), by_reason, latest
+
+
+def ledger_rejects(ledger_df: DataFrame, original_cols: list[str]) -> DataFrame:
+    """The `rejects` table from a ledger: each rejected row as often as it came."""
+    copies_df = ledger_df.filter(F.col("_kind") == "reject").withColumn(
+        "_copy", F.explode(F.sequence(F.lit(1), F.col("_lines")))
+    )
+    return rejects_table(copies_df, original_cols)
 
 
 def rejects_table(classified_df: DataFrame, original_cols: list[str]) -> DataFrame:
@@ -163,15 +249,3 @@ def max_accepted_date(classified_df: DataFrame):
         .agg(F.to_date(F.max("_ts")).alias("d"))
         .first()["d"]
     )
-
-
-def reason_summary(classified_df: DataFrame) -> tuple[int, dict[str, int], dt.date | None]:
-    """(rows, rows per reject reason, calendar date of the latest accepted timestamp or None) in one pass."""
-    rows = (
-        classified_df.groupBy("reject_reason")
-        .agg(F.count(F.lit(1)).alias("n"), F.to_date(F.max("_ts")).alias("latest"))
-        .collect()
-    )
-    by_reason = {r["reject_reason"]: int(r["n"]) for r in rows if r["reject_reason"] is not None}
-    latest = next((r["latest"] for r in rows if r["reject_reason"] is None), None)
-    return sum(int(r["n"]) for r in rows), by_reason, latest

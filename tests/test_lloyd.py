@@ -32,15 +32,17 @@ def scaled(spark):
 
 
 def _spark_fit(scaled, k, seed, max_iter=20):
-    return KMeans(featuresCol="scaled", predictionCol="cluster", k=k, seed=seed, maxIter=max_iter, tol=1e-4).fit(
-        scaled.select("scaled")
-    )
+    return KMeans(
+        featuresCol="scaled", predictionCol="cluster", k=k, seed=seed, maxIter=max_iter, tol=1e-4
+    ).fit(scaled.select("scaled"))
 
 
 @pytest.mark.parametrize("where", ["driver", "spark"])
 def test_every_model_is_the_full_spark_ml_fit(spark, scaled, where):
     features_df = lloyd.features_frame(scaled, 3).cache()
-    rows = lloyd.LocalRows(features_df, 3, block=500) if where == "driver" else lloyd.SparkRows(features_df, 3)
+    rows = (
+        lloyd.LocalRows(features_df, 3, block=500) if where == "driver" else lloyd.SparkRows(features_df, 3)
+    )
     models = lloyd.starts(scaled, [(k, 42) for k in KS], tol=1e-4, parallelism=2)
     lloyd.fit_all(rows, models, max_iter=20, tol=1e-4)
     evaluations, _ = lloyd.evaluate(rows, models, list(range(len(KS))), [])
@@ -53,7 +55,9 @@ def test_every_model_is_the_full_spark_ml_fit(spark, scaled, where):
         assert model.centers.ravel().tolist() == pytest.approx(spark_centers, abs=1e-9)
         assert ev.sizes.tolist() == list(summary.clusterSizes)
         assigned = reference.transform(scaled)
-        expected_silhouette = ClusteringEvaluator(featuresCol="scaled", predictionCol="cluster").evaluate(assigned)
+        expected_silhouette = ClusteringEvaluator(featuresCol="scaled", predictionCol="cluster").evaluate(
+            assigned
+        )
         assert ev.silhouette == pytest.approx(expected_silhouette, abs=1e-9)
         metrics = cluster_metrics(assigned, 3)
         assert ev.within.sum() == pytest.approx(metrics["within"], rel=1e-9)
