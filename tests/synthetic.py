@@ -62,15 +62,19 @@ def job_config(input_path: Path | str, output: Path | str, **overrides: Any) -> 
     cfg["prepare"]["cap_quantiles"] = None
     cfg["model"]["partitions"] = 1
     cfg["model"]["parallelism"] = 1
+    cfg["model"]["stability_fits"] = 0  # the choice of k is tested on its own
     overrides = {"k": 3, **overrides}
     return validate_config(apply_overrides(cfg, input=str(input_path), output=str(output), **overrides))
 
 
-def write_config(path: Path, **model: Any) -> Path:
-    """The YAML equivalent of `job_config` for the console script (input and output given as options)."""
-    model = {"partitions": 1, "parallelism": 1, **model}
+def write_config(path: Path, catalog: str = "enabled: false", **model: Any) -> Path:
+    """The YAML equivalent of `job_config` for the console script (input and output given as options), without
+    stability fits, and with the catalog off unless asked for (test_catalog.py has it on): these runs check
+    publishing and outputs; the choice of k is tested on its own (test_diagnostics, test_lloyd)."""
+    model = {"partitions": 1, "parallelism": 1, "stability_fits": 0, **model}
     body = "".join(f"  {k}: {v}\n" for k, v in model.items())
     path.write_text(
-        f"input:\n  format: csv\nprepare:\n  cap_quantiles: null\nmodel:\n{body}", encoding="utf-8"
+        f"input:\n  format: csv\nprepare:\n  cap_quantiles: null\nmodel:\n{body}catalog:\n  {catalog}\n",
+        encoding="utf-8",
     )
     return path

@@ -60,8 +60,8 @@ def test_a_new_session_queries_the_registered_tables(tmp_path):
     )
     out, metastore = tmp_path / "out", tmp_path / "metastore"
     config = tmp_path / "job.yaml"
-    synthetic.write_config(config, k=3)  # the three planted groups; the k sweep is tested elsewhere
-    config.write_text(config.read_text() + f"catalog:\n  metastore: {metastore}\n")
+    # the three planted groups; the k sweep is tested elsewhere
+    synthetic.write_config(config, catalog=f"metastore: {metastore}", k=3)
     runs = [
         _run_job(["--config", str(config), "--input", str(p), "--output", str(out)]) for p in (first, second)
     ]

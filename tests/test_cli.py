@@ -47,6 +47,7 @@ def _config(tmp_path):
     path.write_text(
         "input:\n  format: csv\n  columns: {customer_id: Customer ID}\nprepare: {cap_quantiles: null}\n"
         "catalog: {enabled: false}\n"  # the catalog has its own test (test_catalog.py)
+        "model: {stability_fits: 0}\n"  # so has the choice of k (test_diagnostics.py, test_lloyd.py)
     )
     return path
 
