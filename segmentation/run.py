@@ -65,6 +65,7 @@ from segmentation.validate import (
     REJECT_REASONS,
     classify_rows,
     ledger,
+    ledger_orders,
     ledger_rejects,
     ledger_summary,
     with_after_snapshot_reason,
@@ -159,7 +160,7 @@ def run_segmentation(spark: SparkSession, cfg: dict[str, Any], run_id: str | Non
                 )
 
         with timer.stage("features"):
-            orders_df = ledger_df.filter(F.col("_kind") == "order")
+            orders_df = ledger_orders(ledger_df)
             customers_df = customer_features_from_orders(orders_df, snapshot_date, cfg["cleaning"]["returns"])
             demographics, demo_columns = None, []
             if inp["demographics"].get("path"):

@@ -174,7 +174,7 @@ def classify_rows(
 def ledger(lines_df: DataFrame, original_cols: list[str]) -> DataFrame:
     """The classified rows summed into what the later stages need, small enough to cache (the lines are not):
 
-    - kind `order`: accepted lines (with `features.with_line_kind` columns) summed per `customer_id`,
+    - kind `order`: accepted lines (with `features.with_line_kind` columns) summed per `_customer_id`,
       `_order_key`, `_date` and `_is_return`: `_value`, `_abs_value`, `_lines`, `_latest` (latest timestamp);
     - kind `reject`: rejected rows grouped on their original columns, raw line and reason, `_lines` copies each.
 
@@ -187,7 +187,7 @@ def ledger(lines_df: DataFrame, original_cols: list[str]) -> DataFrame:
         lines_df.select(
             F.when(line, F.lit("order")).otherwise(F.lit("reject")).alias("_kind"),
             "reject_reason",
-            F.when(line, F.col("_customer_id")).alias("customer_id"),
+            F.when(line, F.col("_customer_id")).alias("_customer_id"),
             *[F.when(line, F.col(c)).alias(c) for c in ("_order_key", "_date", "_is_return")],
             *[F.when(reject, col(c)).alias(c) for c in original_cols],
             F.when(reject, F.col(CORRUPT_COLUMN)).alias(CORRUPT_COLUMN),
@@ -197,7 +197,7 @@ def ledger(lines_df: DataFrame, original_cols: list[str]) -> DataFrame:
         .groupBy(
             "_kind",
             "reject_reason",
-            "customer_id",
+            "_customer_id",
             "_order_key",
             "_date",
             "_is_return",
@@ -223,6 +223,18 @@ def ledger_summary(ledger_df: DataFrame) -> tuple[int, dict[str, int], dt.date |
     by_reason = {r["reject_reason"]: int(r["n"]) for r in rows if r["reject_reason"] is not None}
     latest = next((r["latest"] for r in rows if r["reject_reason"] is None), None)
     return sum(int(r["n"]) for r in rows), by_reason, latest
+
+
+def ledger_orders(ledger_df: DataFrame) -> DataFrame:
+    """The accepted lines of a ledger, summed per order: the input of `features.customer_features_from_orders`."""
+    return ledger_df.filter(F.col("_kind") == "order").select(
+        F.col("_customer_id").alias("customer_id"),
+        "_order_key",
+        "_date",
+        "_is_return",
+        "_value",
+        "_abs_value",
+    )
 
 
 def ledger_rejects(ledger_df: DataFrame, original_cols: list[str]) -> DataFrame:

@@ -63,6 +63,10 @@ def test_missing_config_file(tmp_path):
             r"model.min_cluster_share must be a number in \[0, 0.5\], got 0.6",
         ),
         ("model: {stability_fits: -1}", "model.stability_fits must be an integer >= 0, got -1"),
+        (
+            "model: {driver_sweep_max_rows: 1.5}",
+            "model.driver_sweep_max_rows must be an integer >= 0, got 1.5",
+        ),
         ("model: {outliers: drop}", "model.outliers must be 'exclude' or 'keep', got 'drop'"),
         ("model: {min_stabilty: 0.5}", "unknown config key 'model.min_stabilty'"),
     ],

@@ -8,9 +8,14 @@ from pyspark.sql import functions as F
 
 from segmentation.config import DEFAULTS
 from segmentation.errors import InputError, SchemaError
+from segmentation.features import with_line_kind
 from segmentation.io import CORRUPT_COLUMN, original_columns, read_transactions
 from segmentation.validate import (
     classify_rows,
+    ledger,
+    ledger_orders,
+    ledger_rejects,
+    ledger_summary,
     normalize_customer_id,
     rejects_table,
     with_after_snapshot_reason,
@@ -100,6 +105,53 @@ def test_reasons_follow_the_documented_order(spark):
         "InvoiceNo string, `Customer ID` string, reject_reason string",
     )
     chispa.assert_df_equality(actual, expected, ignore_row_order=True)
+
+
+def test_ledger_counts_every_row_once_and_gives_rejects_back_row_by_row(spark):
+    """The cached ledger of the job: orders summed, rejects grouped with their copies; an input column may be
+    called `customer_id` (the ledger's own key is `_customer_id`)."""
+    columns = ["InvoiceNo", "StockCode", "Quantity", "InvoiceDate", "UnitPrice", "customer_id"]
+    rows = [
+        ("1", "A", "6", "2011-01-01 10:00:00", "2.50", "17850.0"),
+        ("1", "B", "2", "2011-01-01 10:00:00", "1.25", "17850"),  # same order, another line
+        ("1", "A", "6", "2011-01-01 10:00:00", "2.50", "17850.0"),  # exact repeat of the first line
+        ("C2", "A", "-1", "2011-01-03 09:00:00", "2.50", "17850"),  # a return
+        ("3", "A", "1", "2011-01-05 09:00:00", "4.00", "12000"),
+        ("4", "A", "1", "2011-01-05 09:00:00", "4.00", None),  # missing customer, twice
+        ("4", "A", "1", "2011-01-05 09:00:00", "4.00", None),
+        ("5", "A", "x", "2011-01-05 09:00:00", "4.00", "12000"),  # invalid number
+    ]
+    raw = _raw(spark, rows, columns)
+    originals = original_columns(raw)
+    classified = classify_rows(
+        raw, _input_cfg(customer_id="customer_id"), True, originals, cluster_by_customer=True
+    )
+    ledger_df = ledger(
+        classified.transform(with_line_kind, return_prefix="C", has_order_id=True), originals
+    ).cache()
+    rows_total, by_reason, latest = ledger_summary(ledger_df)
+    assert rows_total == 8
+    assert by_reason == {"duplicate": 1, "missing_customer_id": 2, "invalid_number": 1}
+    assert str(latest) == "2011-01-05"
+    orders = {
+        (r.customer_id, r._order_key): (float(r._value), float(r._abs_value), r._is_return)
+        for r in ledger_orders(ledger_df).collect()
+    }
+    assert orders == {
+        ("17850", "1"): (17.5, 17.5, False),  # 6 x 2.50 + 2 x 1.25, the repeat not counted
+        ("17850", "C2"): (-2.5, 2.5, True),
+        ("12000", "3"): (4.0, 4.0, False),
+    }
+    rejects = sorted(
+        (r.InvoiceNo, r.customer_id, r.reject_reason) for r in ledger_rejects(ledger_df, originals).collect()
+    )
+    assert rejects == [
+        ("1", "17850.0", "duplicate"),
+        ("4", None, "missing_customer_id"),
+        ("4", None, "missing_customer_id"),
+        ("5", "12000", "invalid_number"),
+    ]
+    ledger_df.unpersist()
 
 
 def test_duplicates_kept_when_configured(spark):
