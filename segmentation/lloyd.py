@@ -198,6 +198,11 @@ def _matrix(batch: pa.RecordBatch | pa.Table, dim: int) -> np.ndarray:
     return np.column_stack(columns)
 
 
+def _counts_and_sums(nearest: np.ndarray, x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per cluster: the number of rows (as floats, to be summed with other blocks) and the sum of the rows."""
+    return np.bincount(nearest, minlength=k).astype(np.float64), _per_cluster(nearest, x, k)
+
+
 def _step(x: np.ndarray, xx: np.ndarray, active: dict[int, np.ndarray]) -> dict:
     """One assignment step of every active model on rows `x`: per cluster the count and the sum of the rows,
     and the total squared distance."""
@@ -205,11 +210,7 @@ def _step(x: np.ndarray, xx: np.ndarray, active: dict[int, np.ndarray]) -> dict:
     for m, centers in active.items():
         nearest, best = _assign(x, xx, centers)
         k = len(centers)
-        out[m] = (
-            np.bincount(nearest, minlength=k).astype(np.float64),
-            _per_cluster(nearest, x, k),
-            best.sum(),
-        )
+        out[m] = (*_counts_and_sums(nearest, x, k), best.sum())
     return out
 
 
@@ -274,11 +275,7 @@ def evaluate(
         for m, c in centers.items():
             nearest, _ = _assign(x, xx, c)
             k = len(c)
-            out[m] = (
-                np.bincount(nearest, minlength=k).astype(np.float64),
-                _per_cluster(nearest, x, k),
-                _per_cluster(nearest, xx, k),
-            )
+            out[m] = (*_counts_and_sums(nearest, x, k), _per_cluster(nearest, xx, k))
         return out
 
     sums = rows.reduce(first)
