@@ -63,7 +63,8 @@ from segmentation.rfm import RFM_ACTIONS, rfm_breakpoints, rfm_segment_profiles,
 from segmentation.run_customers import run_customer_segmentation
 from segmentation.validate import (
     REJECT_REASONS,
-    classify_rows,
+    classify_weighted,
+    customer_order_columns,
     ledger,
     ledger_orders,
     ledger_rejects,
@@ -120,8 +121,9 @@ def run_segmentation(spark: SparkSession, cfg: dict[str, Any], run_id: str | Non
             originals = original_columns(raw_df)
 
         with timer.stage("validate"):
-            classified_df = classify_rows(
-                raw_df, inp, cfg["cleaning"]["drop_duplicates"], originals, cluster_by_customer=True
+            drop_duplicates = cfg["cleaning"]["drop_duplicates"]
+            classified_df = classify_weighted(
+                raw_df, inp, drop_duplicates, originals, cluster_by_customer=True
             )
             if cfg.get("snapshot_date"):
                 snapshot_date = dt.date.fromisoformat(cfg["snapshot_date"])
@@ -134,7 +136,8 @@ def run_segmentation(spark: SparkSession, cfg: dict[str, Any], run_id: str | Non
                 has_order_id=bool(inp["columns"].get("order_id")),
             )
             # the lines summed per order and the rejects grouped: what later stages read, cached (the lines are not)
-            ledger_df = ledger(lines_df, originals).persist()
+            clustered_by = customer_order_columns(inp) if drop_duplicates else None
+            ledger_df = ledger(lines_df, originals, clustered_by).persist()
             persisted.append(ledger_df)
             input_rows, counts, latest = ledger_summary(ledger_df)
             if input_rows == 0:

@@ -49,16 +49,28 @@ def normalize_customer_id(c: Column) -> Column:
     return F.when(trimmed == "", None).when(trimmed.contains("."), decimal_form).otherwise(trimmed)
 
 
+#: The default `input.timestamp_format`, and the values written exactly in it (no white space around).
+ISO_FORMAT = "yyyy-MM-dd HH:mm:ss"
+ISO_SHAPE = r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$"
+
+
 def _parse_timestamp(c: Column, data_type: T.DataType, timestamp_format: str) -> Column:
+    """Strict parsing in `timestamp_format` (`try_to_timestamp` on the stripped value). For the default format,
+    a value of exactly its shape is cast instead: the same timestamp (or null), in any time zone, without the
+    formatter (several times slower); any other value still goes through the strict parser."""
     if isinstance(data_type, (T.TimestampType, T.TimestampNTZType, T.DateType)):
         return c.cast("timestamp")
-    return F.try_to_timestamp(strip(c), F.lit(timestamp_format))
+    strict = F.try_to_timestamp(strip(c), F.lit(timestamp_format))
+    if timestamp_format != ISO_FORMAT:
+        return strict
+    value = c.cast("string")
+    return F.when(value.rlike(ISO_SHAPE), value.try_cast("timestamp")).otherwise(strict)
 
 
 def _parse_decimal(c: Column, data_type: T.DataType, target: T.DecimalType) -> Column:
-    if isinstance(data_type, T.NumericType):
-        return c.try_cast(target)
-    return strip(c).try_cast(target)
+    """A number as an exact decimal; null when it does not parse. A cast from a string ignores white space
+    (every character up to U+0020) around the number by itself, so the value is not stripped first."""
+    return c.try_cast(target)
 
 
 def with_parsed_columns(df: DataFrame, columns: dict[str, str | None], timestamp_format: str) -> DataFrame:
@@ -109,31 +121,43 @@ def with_reject_reason(df: DataFrame, amount_mode: bool) -> DataFrame:
     return df.withColumn("reject_reason", reason)
 
 
-def with_duplicate_reason(
+def duplicate_groups(
     df: DataFrame, original_cols: list[str], cluster_by: list[str] | None = None
 ) -> DataFrame:
-    """Mark every exact repeat of an accepted row (all original columns equal) as `duplicate`; keep one.
-
-    All rows are grouped on their original columns and raw line (a hash aggregation: one shuffle, no sort) and
-    every group comes back as its copies: an accepted group as one accepted row and `copies - 1` duplicates, a
-    rejected group as `copies` rows with its reason (the reason is a function of the grouped columns). The
-    copies are identical, so which one is kept does not matter. One scan feeds it all: splitting the rows into
-    accepted and rejected before grouping would read a CSV twice, and its malformed-row detection depends on
-    the columns each read asks for. `cluster_by`: original columns to shuffle by instead of all of them (every
-    copy shares them), so that a later aggregation by those finds each customer's rows in one task.
+    """The raw rows grouped on all their original columns and raw line: one row per distinct input row, with
+    `_copies` (how many times it came). A hash aggregation of the raw values only (one shuffle, no sort); the
+    parsing comes after it, once per distinct row. One scan feeds it all: a CSV's malformed-row detection
+    depends on the columns each read asks for, so every column is read once, here. `cluster_by`: original
+    columns to shuffle by instead of all of them (every copy shares them), so that the ledger's sums per order
+    (`ledger`) find each order's rows in one task and need no second shuffle.
     """
     keys = [*original_cols, *([CORRUPT_COLUMN] if CORRUPT_COLUMN in df.columns else [])]
-    derived = [c for c in df.columns if c not in keys]
     if cluster_by:
         df = df.repartition(*[col(c) for c in cluster_by])
-    groups_df = df.groupBy(*[col(c) for c in keys]).agg(
-        F.count(F.lit(1)).alias("_copies"), *[F.first(col(c)).alias(c) for c in derived]
-    )
-    duplicate = F.col("reject_reason").isNull() & (F.col("_copy") > 1)
+    return df.groupBy(*[col(c) for c in keys]).agg(F.count(F.lit(1)).alias("_copies"))
+
+
+def with_duplicate_reason(groups_df: DataFrame) -> DataFrame:
+    """Classified `duplicate_groups` -> rows with `_lines`, the input rows each stands for: an accepted group of
+    n copies gives its accepted row (1 line) and, when n > 1, a `duplicate` row (n - 1 lines); a rejected
+    group gives one row with its reason (n lines): the reason is a function of the grouped columns."""
+    accepted = F.col("reject_reason").isNull()
+    repeated = accepted & (F.col("_copies") > 1)
+    parts = F.when(repeated, F.array(F.lit(False), F.lit(True))).otherwise(F.array(F.lit(False)))
     return (
-        groups_df.withColumn("_copy", F.explode(F.sequence(F.lit(1), F.col("_copies"))))
-        .withColumn("reject_reason", F.when(duplicate, F.lit("duplicate")).otherwise(F.col("reject_reason")))
-        .select(*[col(c) for c in df.columns])
+        groups_df.withColumn("_repeats", F.explode(parts))
+        .withColumns(
+            {
+                "reject_reason": F.when(F.col("_repeats"), F.lit("duplicate")).otherwise(
+                    F.col("reject_reason")
+                ),
+                "_lines": F.when(F.col("_repeats"), F.col("_copies") - 1)
+                .when(accepted, F.lit(1))
+                .otherwise(F.col("_copies"))
+                .cast("long"),
+            }
+        )
+        .drop("_repeats", "_copies")
     )
 
 
@@ -145,6 +169,35 @@ def with_after_snapshot_reason(df: DataFrame, snapshot_date: str) -> DataFrame:
     )
 
 
+def customer_order_columns(input_cfg: dict[str, Any]) -> list[str]:
+    """The original customer id and order id columns (every copy of a row shares them): what the duplicate
+    check shuffles by, so that the ledger's per-order sums need no second shuffle."""
+    columns = input_cfg["columns"]
+    return [c for c in (columns["customer_id"], columns.get("order_id")) if c]
+
+
+def classify_weighted(
+    df: DataFrame,
+    input_cfg: dict[str, Any],
+    drop_duplicates: bool,
+    original_cols: list[str],
+    cluster_by_customer: bool = False,
+) -> DataFrame:
+    """Parse and give each row its reject reason (before the snapshot cut, which needs the snapshot date), with
+    exact repeats grouped: every row has `_lines`, the number of input rows it stands for (`with_duplicate_reason`).
+    `cluster_by_customer`: the duplicate check shuffles by `customer_order_columns`, which `ledger` then uses."""
+    columns = input_cfg["columns"]
+    if drop_duplicates:
+        cluster_by = customer_order_columns(input_cfg) if cluster_by_customer else None
+        df = duplicate_groups(df, original_cols, cluster_by)
+    classified = df.transform(
+        with_parsed_columns, columns=columns, timestamp_format=input_cfg["timestamp_format"]
+    ).transform(with_reject_reason, amount_mode=bool(columns.get("amount")))
+    if drop_duplicates:
+        return classified.transform(with_duplicate_reason)
+    return classified.withColumn("_lines", F.lit(1).cast("long"))
+
+
 def classify_rows(
     df: DataFrame,
     input_cfg: dict[str, Any],
@@ -152,60 +205,55 @@ def classify_rows(
     original_cols: list[str],
     cluster_by_customer: bool = False,
 ) -> DataFrame:
-    """Parse and give each row its reject reason (before the snapshot cut, which needs the snapshot date).
-    `cluster_by_customer`: the duplicate check shuffles by the raw customer id and order id columns (see
-    `with_duplicate_reason`), which the ledger's per-order sums then use."""
-    columns = input_cfg["columns"]
-    classified = df.transform(
-        with_parsed_columns, columns=columns, timestamp_format=input_cfg["timestamp_format"]
-    ).transform(with_reject_reason, amount_mode=bool(columns.get("amount")))
-    if drop_duplicates:
-        cluster_by = (
-            [c for c in (columns["customer_id"], columns.get("order_id")) if c]
-            if cluster_by_customer
-            else None
-        )
-        classified = classified.transform(
-            with_duplicate_reason, original_cols=original_cols, cluster_by=cluster_by
-        )
-    return classified
+    """`classify_weighted` with one row per input row (the copies of a repeated row are `duplicate`)."""
+    weighted_df = classify_weighted(df, input_cfg, drop_duplicates, original_cols, cluster_by_customer)
+    return weighted_df.withColumn("_copy", F.explode(F.sequence(F.lit(1), F.col("_lines")))).drop(
+        "_copy", "_lines"
+    )
 
 
-def ledger(lines_df: DataFrame, original_cols: list[str]) -> DataFrame:
-    """The classified rows summed into what the later stages need, small enough to cache (the lines are not):
+def ledger(lines_df: DataFrame, original_cols: list[str], clustered_by: list[str] | None = None) -> DataFrame:
+    """The classified rows (`classify_weighted`, with `features.with_line_kind` columns) summed into what the
+    later stages need, small enough to cache (the lines are not):
 
-    - kind `order`: accepted lines (with `features.with_line_kind` columns) summed per `_customer_id`,
-      `_order_key`, `_date` and `_is_return`: `_value`, `_abs_value`, `_lines`, `_latest` (latest timestamp);
-    - kind `reject`: rejected rows grouped on their original columns, raw line and reason, `_lines` copies each.
+    - kind `order`: accepted lines summed per `_customer_id`, `_order_key`, `_date` and `_is_return`:
+      `_value`, `_abs_value`, `_lines`, `_latest` (latest timestamp);
+    - kind `reject`: rejected rows grouped on their original columns, raw line and reason, `_lines` copies.
 
-    One aggregation (map-side partial sums first: after the duplicate check each customer's rows are in one
-    task). Every input row is counted in exactly one ledger row's `_lines`.
+    `clustered_by`: original columns the rows are already shuffled by (`customer_order_columns`, the duplicate
+    check's). They stay grouping keys of both kinds, so the sums run in the tasks that hold the rows, with no
+    second shuffle; an order whose lines spell the customer id differently ("17850.0", "17850") gets a row
+    per spelling, which the features stage adds up. Every input row is counted in exactly one ledger row's
+    `_lines`.
     """
     line = F.col("reject_reason").isNull()
     reject = ~line
+    kept = list(clustered_by or [])
     return (
         lines_df.select(
             F.when(line, F.lit("order")).otherwise(F.lit("reject")).alias("_kind"),
             "reject_reason",
             F.when(line, F.col("_customer_id")).alias("_customer_id"),
             *[F.when(line, F.col(c)).alias(c) for c in ("_order_key", "_date", "_is_return")],
-            *[F.when(reject, col(c)).alias(c) for c in original_cols],
+            *[col(c) if c in kept else F.when(reject, col(c)).alias(c) for c in original_cols],
             F.when(reject, F.col(CORRUPT_COLUMN)).alias(CORRUPT_COLUMN),
             F.when(line, F.col("_value")).alias("_value"),
             F.when(line, F.col("_ts")).alias("_ts"),
+            "_lines",
         )
         .groupBy(
+            *[col(c) for c in kept],
             "_kind",
             "reject_reason",
             "_customer_id",
             "_order_key",
             "_date",
             "_is_return",
-            *[col(c) for c in original_cols],
+            *[col(c) for c in original_cols if c not in kept],
             col(CORRUPT_COLUMN),
         )
         .agg(
-            F.count(F.lit(1)).alias("_lines"),
+            F.sum("_lines").alias("_lines"),
             F.sum("_value").alias("_value"),
             F.sum(F.abs(F.col("_value"))).alias("_abs_value"),
             F.max("_ts").alias("_latest"),

@@ -11,7 +11,11 @@ from segmentation.errors import InputError, SchemaError
 from segmentation.features import with_line_kind
 from segmentation.io import CORRUPT_COLUMN, original_columns, read_transactions
 from segmentation.validate import (
+    ISO_FORMAT,
+    WHITE_SPACE,
     classify_rows,
+    classify_weighted,
+    customer_order_columns,
     ledger,
     ledger_orders,
     ledger_rejects,
@@ -19,6 +23,7 @@ from segmentation.validate import (
     normalize_customer_id,
     rejects_table,
     with_after_snapshot_reason,
+    with_parsed_columns,
 )
 
 COLUMNS = ["InvoiceNo", "StockCode", "Quantity", "InvoiceDate", "UnitPrice", "Customer ID"]
@@ -123,20 +128,28 @@ def test_ledger_counts_every_row_once_and_gives_rejects_back_row_by_row(spark):
     ]
     raw = _raw(spark, rows, columns)
     originals = original_columns(raw)
-    classified = classify_rows(
-        raw, _input_cfg(customer_id="customer_id"), True, originals, cluster_by_customer=True
-    )
+    cfg = _input_cfg(customer_id="customer_id")
+    classified = classify_weighted(raw, cfg, True, originals, cluster_by_customer=True)
     ledger_df = ledger(
-        classified.transform(with_line_kind, return_prefix="C", has_order_id=True), originals
+        classified.transform(with_line_kind, return_prefix="C", has_order_id=True),
+        originals,
+        clustered_by=customer_order_columns(cfg),
     ).cache()
     rows_total, by_reason, latest = ledger_summary(ledger_df)
     assert rows_total == 8
     assert by_reason == {"duplicate": 1, "missing_customer_id": 2, "invalid_number": 1}
     assert str(latest) == "2011-01-05"
-    orders = {
-        (r.customer_id, r._order_key): (float(r._value), float(r._abs_value), r._is_return)
-        for r in ledger_orders(ledger_df).collect()
-    }
+    # an order whose lines spell the customer id two ways has a ledger row per spelling; the sums add up
+    order_rows = ledger_orders(ledger_df).collect()
+    assert len(order_rows) == 4
+    orders: dict = {}
+    for r in order_rows:
+        value, absolute, _ = orders.get((r.customer_id, r._order_key), (0.0, 0.0, None))
+        orders[(r.customer_id, r._order_key)] = (
+            value + float(r._value),
+            absolute + float(r._abs_value),
+            r._is_return,
+        )
     assert orders == {
         ("17850", "1"): (17.5, 17.5, False),  # 6 x 2.50 + 2 x 1.25, the repeat not counted
         ("17850", "C2"): (-2.5, 2.5, True),
@@ -162,7 +175,7 @@ def test_duplicates_kept_when_configured(spark):
 
 
 def test_parsed_values_are_exact_decimals(spark):
-    raw = _raw(spark, [("1", "A", " 3 ", "2011-01-01 10:00:00", "0.1", "7")])
+    raw = _raw(spark, [("1", "A", " 3 ", "2011-01-01 10:00:00", "\t0.1\n", "7")])
     row = classify_rows(raw, _input_cfg(), True, original_columns(raw)).first()
     assert (str(row["_quantity"]), str(row["_unit_price"]), str(row["_value"])) == (
         "3.000",
@@ -170,6 +183,53 @@ def test_parsed_values_are_exact_decimals(spark):
         "0.300000000",
     )
     assert row["_customer_id"] == "7"
+
+
+@pytest.mark.parametrize("time_zone", ["UTC", "Europe/London", "America/New_York"])
+def test_default_timestamp_format_parses_like_the_strict_parser(spark, time_zone):
+    """Values of exactly the default format's shape are cast, the rest go through the formatter: the same
+    timestamps (or nulls) as the formatter alone, leap days, DST gaps and overlaps and padding included."""
+    values = [
+        "2011-12-09 08:00:00",
+        "2012-02-29 10:00:00",
+        "2011-02-29 10:00:00",
+        "2011-04-31 00:00:00",
+        "2011-12-09 24:00:00",
+        "2011-12-09 23:59:60",
+        "2011-12-09 00:60:00",
+        "2011-13-09 08:00:00",
+        "0001-01-01 00:00:00",
+        "9999-12-31 23:59:59",
+        "2011-03-27 01:30:00",  # London: a local time that does not exist
+        "2011-10-30 01:30:00",  # London: one that exists twice
+        "2011-03-13 02:30:00",  # New York: does not exist
+        "2011-11-06 01:30:00",  # New York: twice
+        " 2011-12-09 08:00:00",
+        "2011-12-09 08:00:00\t",
+        "2011-12-09T08:00:00",
+        "2011-1-9 8:00:00",
+        "2011-12-09 08:00:00.5",
+        "2011-12-09",
+        "\uff12011-12-09 08:00:00",
+        "09/12/2011 08:00",
+        "",
+        None,
+    ]
+    previous = spark.conf.get("spark.sql.session.timeZone")
+    spark.conf.set("spark.sql.session.timeZone", time_zone)
+    try:
+        raw = _raw(spark, [("1", "A", "1", v, "1", "1") for v in values])
+        parsed = raw.transform(with_parsed_columns, columns=MAPPING, timestamp_format=ISO_FORMAT)
+        strict = F.try_to_timestamp(F.btrim("InvoiceDate", F.lit(WHITE_SPACE)), F.lit(ISO_FORMAT))
+        rows = parsed.select(
+            "InvoiceDate", F.unix_micros("_ts").alias("ts"), F.unix_micros(strict).alias("s")
+        )
+        pairs = {r.InvoiceDate: (r.ts, r.s) for r in rows.collect()}
+    finally:
+        spark.conf.set("spark.sql.session.timeZone", previous)
+    assert {v: ts for v, (ts, _) in pairs.items()} == {v: s for v, (_, s) in pairs.items()}
+    # and they are real timestamps, not all null
+    assert sum(ts is not None for ts, _ in pairs.values()) == 10
 
 
 def test_amount_mode_reasons(spark):
