@@ -55,10 +55,15 @@ case "$cmd" in
       --hiveconf "hive.server2.thrift.port=$port" \
       --hiveconf hive.server2.transport.mode=binary \
       >"$log_file" 2>&1 </dev/null &
-    echo $! >"$pid_file"
+    server_pid=$!
+    echo "$server_pid" >"$pid_file"
     deadline=$((SECONDS + wait_s))
     until (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
-      if ! ours; then echo "thrift server exited; see $log_file" >&2; tail -20 "$log_file" >&2; exit 1; fi
+      # alive by pid, not by command line: while spark-submit execs into the JVM, /proc/PID/cmdline can read
+      # empty for a moment, and a start that gave up then left a server running behind it
+      if ! kill -0 "$server_pid" 2>/dev/null; then
+        echo "thrift server exited; see $log_file" >&2; tail -20 "$log_file" >&2; rm -f "$pid_file"; exit 1
+      fi
       if [ $SECONDS -ge $deadline ]; then echo "thrift server not listening after ${wait_s}s; see $log_file" >&2; exit 1; fi
       sleep 1
     done
