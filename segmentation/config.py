@@ -89,7 +89,8 @@ DEFAULTS: dict[str, Any] = {
         "tol": 1e-4,
         # customers are laid out in this many partitions, sorted by id: KMeans results depend on the layout
         "partitions": 2,
-        # k-means|| starts fitted at once (Spark ML KMeans with maxIter=0, one per k and stability seed)
+        # fits of the other methods (bisecting_kmeans, gaussian_mixture) and their diagnostics run this many k at
+        # once (KMeans fits every k together in shared passes)
         "parallelism": 2,
         # the sweep's Lloyd passes (all k at once) run in the driver on the collected features up to this many
         # customers (a few doubles each: 1M customers x 4 features = 32 MB), above it as one Spark job per pass;

@@ -25,7 +25,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from segmentation.methods import fit_method, sweep_method
-from segmentation.model import fit_on_all
+from segmentation.model import fit_on_all, sweep_k
 
 log = logging.getLogger(__name__)
 
@@ -391,30 +391,34 @@ def total_sum_of_squares(df: DataFrame, dim: int, features_col: str = "scaled") 
     return n, total, [(float(row[f"lo{i}"]), float(row[f"hi{i}"])) for i in range(dim)]
 
 
+#: cost(df, k, seed) -> the within-cluster sum of squares of a fit with k clusters on `df`'s `scaled` column.
+CostFunction = Callable[[DataFrame, int, int], float]
+
+
 def structure_gap(
-    scaled_df: DataFrame, k: int, wcss: float, fit: FitFunction, seed: int, dim: int, partitions: int = 2
+    scaled_df: DataFrame, k: int, wcss: float, cost: CostFunction, seed: int, dim: int, partitions: int = 2
 ) -> float | None:
     """Gap of the data against a structureless reference at k (the gap statistic with one reference set).
 
     The reference is uniform in the bounding box of the scaled data, as many points, generated in Spark with
-    a fixed seed. gap = log(W_ref(k) / W(k)) - log(W_ref(1) / W(1)): how much more k clusters reduce the
-    within-cluster sum of squares on the data than on featureless data of the same extent. About 0 or below:
-    the k clusters are no better than cutting a uniform cloud (no clear structure).
+    a fixed seed (column `id` and `scaled`). gap = log(W_ref(k) / W(k)) - log(W_ref(1) / W(1)): how much more
+    k clusters reduce the within-cluster sum of squares on the data than on featureless data of the same
+    extent. About 0 or below: the k clusters are no better than cutting a uniform cloud (no clear structure).
     """
     n, w1, box = total_sum_of_squares(scaled_df, dim)
     if n <= k or w1 <= 0 or wcss <= 0:
         return None
     spark = scaled_df.sparkSession
     reference_df = spark.range(0, n, 1, partitions).select(
+        "id",
         array_to_vector(
             F.array(*[F.lit(lo) + F.rand(seed + 1000 + i) * F.lit(hi - lo) for i, (lo, hi) in enumerate(box)])
-        ).alias("scaled")
+        ).alias("scaled"),
     )
     reference_df = reference_df.cache()
     try:
         _, ref1, _ = total_sum_of_squares(reference_df, dim)
-        metrics = cluster_metrics(fit(reference_df, k, seed).transform(reference_df), dim)
-        ref_k = metrics["within"]
+        ref_k = cost(reference_df, k, seed)
     finally:
         reference_df.unpersist()
     if not ref_k or ref1 <= 0:
@@ -504,6 +508,14 @@ def select_k(scaled_df: DataFrame, ks: list[int], model_cfg: dict[str, Any], dim
     def fit(df: DataFrame, k: int, s: int):
         return fit_method(method, df, k, s, max_iter, tol)
 
+    def reference_cost(df: DataFrame, k: int, s: int) -> float:
+        """W(k) of the gap's reference: KMeans by the sweep's engine (the data's own W(k) is its cost too);
+        the other methods' hard assignment from aggregates."""
+        if method == "kmeans":
+            driver = int(model_cfg["driver_sweep_max_rows"])
+            return sweep_k(df, [k], s, max_iter, tol, driver_max_rows=driver)[0].wcss
+        return cluster_metrics(fit(df, k, s).transform(df), dim)["within"]
+
     diags = k_diagnostics(
         scaled_df,
         fits,
@@ -522,7 +534,9 @@ def select_k(scaled_df: DataFrame, ks: list[int], model_cfg: dict[str, Any], dim
     # the Spark ML model at the chosen k (the KMeans sweep keeps centers only; a sampled sweep refits on all)
     chosen = fit_on_all(scaled_df, next(f for f in fits if f.k == choice.k), seed, max_iter, tol)
     fits = [chosen if f.k == choice.k else f for f in fits]
-    gap = structure_gap(scaled_df, choice.k, chosen.wcss, fit, seed, dim, int(model_cfg["partitions"]))
+    gap = structure_gap(
+        scaled_df, choice.k, chosen.wcss, reference_cost, seed, dim, int(model_cfg["partitions"])
+    )
     return Selection(
         fits,
         diags,

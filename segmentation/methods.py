@@ -138,7 +138,6 @@ def sweep_method(
             seed,
             max_iter,
             tol,
-            parallelism=parallelism,
             sample_size=sample_size,
             stability_fits=stability_fits,
             driver_max_rows=driver_max_rows,

@@ -10,9 +10,11 @@ import logging
 import time
 from dataclasses import dataclass, field
 
+from py4j.protocol import Py4JError
 from pyspark.ml.clustering import KMeans, KMeansModel
 from pyspark.ml.evaluation import ClusteringEvaluator
-from pyspark.sql import DataFrame
+from pyspark.ml.linalg import Vectors
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 log = logging.getLogger(__name__)
@@ -77,19 +79,17 @@ def sweep_k(
     seed: int,
     max_iter: int = 50,
     tol: float = 1e-4,
-    parallelism: int = 1,
     sample_size: int | None = None,
     id_col: str = "customer_id",
     stability_fits: int = 0,
     driver_max_rows: int = 1_000_000,
 ) -> list[KFit]:
-    """KMeans for every k: Spark ML's k-means|| starts (`parallelism` at a time), then the Lloyd iterations of
-    all k together, one Spark job per iteration (segmentation/lloyd.py), then sizes, Calinski-Harabasz,
-    Davies-Bouldin and silhouette of every k in two more jobs. Each fit equals a full Spark ML fit at that k and
-    seed (same centers, cost and iterations). With `stability_fits` > 0 every k is also fitted with seeds
-    seed+1 .. seed+stability_fits in the same jobs, and `stability` is the mean adjusted Rand index over all
-    pairs of fits at that k. Up to `driver_max_rows` customers the passes run in the driver on the collected
-    features (`model.driver_sweep_max_rows`), above it as Spark jobs.
+    """KMeans for every k, all fitted together by the engine (segmentation/lloyd.py): the k-means|| starts
+    of every k in shared passes, then the Lloyd iterations of all k, one pass per iteration, then sizes,
+    Calinski-Harabasz, Davies-Bouldin and silhouette of every k in two more passes. With `stability_fits` > 0
+    every k is also fitted with seeds seed+1 .. seed+stability_fits in the same passes, and `stability` is the
+    mean adjusted Rand index over all pairs of fits at that k. Up to `driver_max_rows` customers the passes run
+    in the driver on the collected features (`model.driver_sweep_max_rows`), above it as Spark jobs.
 
     With `sample_size` and more customers than that, the sweep runs on a seeded sample of about `sample_size`
     customers (`sweep_sample`); WCSS is then scaled to all customers (cost per customer x customers) so the curve
@@ -123,7 +123,7 @@ def sweep_k(
             len(pairs),
             "in the driver" if isinstance(rows, lloyd.LocalRows) else "as Spark jobs",
         )
-        models = lloyd.starts(fit_df, pairs, tol, parallelism)
+        models = lloyd.kmeans_parallel(rows, features_df, dim, pairs)
         lloyd.fit_all(rows, models, max_iter, tol)
         index = {(m.k, m.seed): i for i, m in enumerate(models)}
         same_k = [
@@ -164,33 +164,74 @@ def sweep_k(
     return fits
 
 
+def kmeans_model(spark: SparkSession, centers: list[list[float]], seed: int) -> KMeansModel:
+    """A Spark ML KMeansModel holding exactly `centers` (features `scaled`, prediction `cluster`), in this
+    order. Built the way KMeans.fit builds its model, from an MLlib model of the centers (a constructor private
+    to Spark ML; instant). Where that constructor is not there (another Spark), KMeans is fitted on the centers
+    themselves, one row each, with a random start (k = their number: all of them) and one Lloyd step, which
+    moves none of them; Spark orders them then. Raises if a center came back changed."""
+    jvm = spark.sparkContext._jvm
+    try:
+        vectors = [_java_vector(spark, c) for c in centers]
+        parent = jvm.org.apache.spark.mllib.clustering.KMeansModel(vectors)
+        java_model = jvm.org.apache.spark.ml.clustering.KMeansModel(
+            f"KMeansModel_{seed}_{len(centers)}", parent
+        )
+        model = KMeansModel(java_model).setFeaturesCol("scaled").setPredictionCol("cluster")
+    except Py4JError:
+        centers_df = spark.createDataFrame([(Vectors.dense(c),) for c in centers], ["scaled"]).coalesce(1)
+        kmeans = KMeans(
+            featuresCol="scaled",
+            predictionCol="cluster",
+            k=len(centers),
+            seed=seed,
+            initMode="random",
+            maxIter=1,
+        )
+        model = kmeans.fit(centers_df)
+    if sorted(c.tolist() for c in model.clusterCenters()) != sorted(list(c) for c in centers):
+        raise RuntimeError(f"Spark ML did not keep the k={len(centers)} centers it was given")
+    return model
+
+
+def _java_vector(spark: SparkSession, values: list[float]):
+    """An MLlib dense vector in the JVM, the same doubles."""
+    gateway = spark.sparkContext._gateway
+    array = gateway.new_array(gateway.jvm.double, len(values))
+    for i, v in enumerate(values):
+        array[i] = float(v)
+    return gateway.jvm.org.apache.spark.mllib.linalg.Vectors.dense(array)
+
+
 def fit_on_all(scaled_df: DataFrame, fit: KFit, seed: int, max_iter: int = 50, tol: float = 1e-4) -> KFit:
-    """The Spark ML model at `fit.k` and `seed` on every customer (the model that is published and scores new
-    customers). When the sweep saw every customer it is the same fit (a difference is logged; Spark ML's wins)."""
+    """The Spark ML model at `fit.k` (the model that is published and scores new customers). When the sweep
+    saw every customer it holds the sweep's centers (`kmeans_model`), and the fit's per-cluster lists follow
+    the model's cluster order; after a sampled sweep (`model.sweep_sample`) it is a Spark ML fit at `seed` on
+    every customer."""
     if fit.model is not None:
         return fit
     total = scaled_df.count()
     started = time.perf_counter()
+    if sum(fit.cluster_sizes) == total and fit.centers is not None and len(fit.centers) > 1:
+        model = kmeans_model(scaled_df.sparkSession, fit.centers, seed)
+        where = {tuple(c): i for i, c in enumerate(fit.centers)}
+        order = [where[tuple(c.tolist())] for c in model.clusterCenters()]
+        full = KFit(
+            **{
+                **fit.__dict__,
+                "model": model,
+                "centers": [fit.centers[i] for i in order],
+                "cluster_sizes": [fit.cluster_sizes[i] for i in order],
+            }
+        )
+        log.info("published model: the sweep's k=%d centers (%.1f s)", fit.k, time.perf_counter() - started)
+        return full
     model = fit_kmeans(scaled_df, fit.k, seed, max_iter, tol)
     sizes = list(model.summary.clusterSizes)
     cost = float(model.summary.trainingCost)
-    if sum(fit.cluster_sizes) == total:
-        if abs(cost - fit.wcss) > 1e-6 * max(1.0, abs(cost)) or sizes != list(fit.cluster_sizes):
-            # cannot happen short of a change in Spark's KMeans; the published model is Spark's either way
-            log.warning(
-                "the sweep's fit at k=%d (wcss %.6f, sizes %s) differs from Spark ML's (wcss %.6f, sizes %s); "
-                "using Spark ML's",
-                fit.k,
-                fit.wcss,
-                fit.cluster_sizes,
-                cost,
-                sizes,
-            )
-        full = KFit(**{**fit.__dict__, "model": model, "wcss": cost, "cluster_sizes": sizes})
-    else:
-        full = KFit(fit.k, cost, silhouette(scaled_df, model), sizes, model, iterations=model.summary.numIter)
+    full = KFit(fit.k, cost, silhouette(scaled_df, model), sizes, model, iterations=model.summary.numIter)
     log.info(
-        "Spark ML fit at k=%d on all %d customers: wcss=%.4f (sweep %.4f) (%.1f s)",
+        "Spark ML fit at k=%d on all %d customers: wcss=%.4f (sampled sweep %.4f) (%.1f s)",
         fit.k,
         total,
         cost,

@@ -1,11 +1,13 @@
-"""The sweep's engine (segmentation/lloyd.py) against Spark ML itself: every model it fits is the full Spark ML
-KMeans fit at that k and seed, and its diagnostics are Spark ML's ClusteringEvaluator and our Spark-aggregate
-metrics, to rounding."""
+"""The sweep's engine (segmentation/lloyd.py) against Spark ML itself: its replayed k-means|| starts are Spark
+ML's own, its Lloyd iterations from them give the full Spark ML KMeans fit (centers, iterations, cost), its
+diagnostics are Spark ML's ClusteringEvaluator and our Spark-aggregate metrics, to rounding, and the published
+Spark ML model holds the sweep's centers."""
 
 from __future__ import annotations
 
 import random
 
+import numpy as np
 import pytest
 from pyspark.ml.clustering import KMeans
 from pyspark.ml.evaluation import ClusteringEvaluator
@@ -13,7 +15,7 @@ from pyspark.ml.linalg import Vectors
 
 from segmentation import lloyd
 from segmentation.diagnostics import adjusted_rand_index, cluster_metrics
-from segmentation.model import sweep_k
+from segmentation.model import fit_on_all, sweep_k
 
 KS = [2, 3, 4]
 
@@ -31,6 +33,22 @@ def scaled(spark):
     return df.repartition(3, "customer_id").sortWithinPartitions("customer_id").cache()
 
 
+def _spark_starts_of(scaled, pairs):
+    """Spark ML's own k-means|| start for each (k, seed): a KMeans fit with no iteration."""
+    return [
+        lloyd.Model(
+            k,
+            seed,
+            np.array(
+                KMeans(featuresCol="scaled", k=k, seed=seed, maxIter=0, tol=1e-4)
+                .fit(scaled.select("scaled"))
+                .clusterCenters()
+            ),
+        )
+        for k, seed in pairs
+    ]
+
+
 def _spark_fit(scaled, k, seed, max_iter=20):
     return KMeans(
         featuresCol="scaled", predictionCol="cluster", k=k, seed=seed, maxIter=max_iter, tol=1e-4
@@ -38,12 +56,12 @@ def _spark_fit(scaled, k, seed, max_iter=20):
 
 
 @pytest.mark.parametrize("where", ["driver", "spark"])
-def test_every_model_is_the_full_spark_ml_fit(spark, scaled, where):
+def test_from_spark_starts_every_model_is_the_full_spark_ml_fit(spark, scaled, where):
     features_df = lloyd.features_frame(scaled, 3).cache()
     rows = (
         lloyd.LocalRows(features_df, 3, block=500) if where == "driver" else lloyd.SparkRows(features_df, 3)
     )
-    models = lloyd.starts(scaled, [(k, 42) for k in KS], tol=1e-4, parallelism=2)
+    models = _spark_starts_of(scaled, [(k, 42) for k in KS])
     lloyd.fit_all(rows, models, max_iter=20, tol=1e-4)
     evaluations, _ = lloyd.evaluate(rows, models, list(range(len(KS))), [])
     for model, ev in zip(models, evaluations):
@@ -64,21 +82,53 @@ def test_every_model_is_the_full_spark_ml_fit(spark, scaled, where):
     features_df.unpersist()
 
 
+@pytest.mark.parametrize("where", ["driver", "spark"])
+def test_starts_are_spark_ml_starts(spark, scaled, where):
+    """The replayed k-means|| start of every (k, seed) is Spark ML's own (a KMeans fit with no iteration), on
+    the fixture's 3 partitions and on another layout of 2 (the start depends on the layout, as Spark's)."""
+    pairs = [(2, 42), (5, 42), (8, 42), (3, 7)]
+    for df in (scaled, scaled.repartition(2, "customer_id").sortWithinPartitions("customer_id").cache()):
+        features_df = lloyd.features_frame(df, 3).cache()
+        rows = lloyd.LocalRows(features_df, 3) if where == "driver" else lloyd.SparkRows(features_df, 3)
+        starts = lloyd.kmeans_parallel(rows, features_df, 3, pairs)
+        for model, reference in zip(starts, _spark_starts_of(df, pairs)):
+            assert model.centers.shape == reference.centers.shape
+            assert model.centers.ravel().tolist() == pytest.approx(
+                reference.centers.ravel().tolist(), abs=1e-12
+            )
+        features_df.unpersist()
+
+
 def test_sweep_diagnostics_and_stability_match_spark_computations(spark, scaled):
-    # the passes as Spark jobs here (the driver path shares the evaluation code and is the default elsewhere)
-    fits = sweep_k(scaled, [3, 4], seed=42, max_iter=20, stability_fits=1, driver_max_rows=0)
-    for fit in fits:
-        base = _spark_fit(scaled, fit.k, 42)
-        other = _spark_fit(scaled, fit.k, 43)
-        assigned = base.transform(scaled)
+    # the passes in the driver (as Spark jobs they share every per-block function: test_starts_are_spark_ml_starts
+    # and test_from_spark_starts_every_model_is_the_full_spark_ml_fit run them there)
+    fits = sweep_k(scaled, [3, 4], seed=42, max_iter=20, stability_fits=1)
+    # the stability fit with seed 43 is the sweep's main fit at seed 43 (a start depends on its k and seed only)
+    others = sweep_k(scaled, [3, 4], seed=43, max_iter=20)
+    for fit, other in zip(fits, others):
+        published = fit_on_all(scaled, fit, seed=42)
+        assert sorted(c.tolist() for c in published.model.clusterCenters()) == sorted(fit.centers)
+        assigned = published.model.transform(scaled)
+        # the fit's sizes follow the published model's cluster indices
+        sizes = {r.cluster: r["count"] for r in assigned.groupBy("cluster").count().collect()}
+        assert [sizes.get(c, 0) for c in range(fit.k)] == published.cluster_sizes
         metrics = cluster_metrics(assigned, 3)
-        assert fit.wcss == pytest.approx(base.summary.trainingCost, rel=1e-9)
         assert sorted(fit.metrics["cluster_sizes"]) == sorted(metrics["cluster_sizes"])
         assert fit.metrics["calinski_harabasz"] == pytest.approx(metrics["calinski_harabasz"], rel=1e-9)
         assert fit.metrics["davies_bouldin"] == pytest.approx(metrics["davies_bouldin"], rel=1e-9)
-        labels = other.transform(assigned.withColumnRenamed("cluster", "a")).withColumnRenamed("cluster", "b")
+        assert fit.silhouette == pytest.approx(
+            ClusteringEvaluator(featuresCol="scaled", predictionCol="cluster").evaluate(assigned), abs=1e-9
+        )
+        other_model = fit_on_all(scaled, other, seed=43).model
+        labels = other_model.transform(assigned.withColumnRenamed("cluster", "a")).withColumnRenamed(
+            "cluster", "b"
+        )
         assert fit.stability == pytest.approx(adjusted_rand_index(labels, "a", "b"), abs=1e-12)
         assert 0.0 < fit.stability <= 1.0
+        # and the fit is Spark ML's own at that k and seed
+        reference = _spark_fit(scaled, fit.k, 42)
+        assert fit.wcss == pytest.approx(reference.summary.trainingCost, rel=1e-9)
+        assert fit.iterations == reference.summary.numIter
 
 
 def test_fewer_distinct_points_than_k(spark):
@@ -87,6 +137,7 @@ def test_fewer_distinct_points_than_k(spark):
     df = spark.createDataFrame(rows, ["customer_id", "scaled"]).repartition(2, "customer_id").cache()
     fit = sweep_k(df, [5], seed=1)[0]
     reference = _spark_fit(df, 5, 1)
+    assert sorted(map(tuple, fit.centers)) == [(0.0, 0.0), (1.0, 1.0), (2.0, 2.0)]
     assert len(fit.centers) == len(reference.clusterCenters()) == 3
     assert sorted(fit.cluster_sizes) == [10, 10, 10]
     assert fit.wcss == pytest.approx(0.0, abs=1e-12)

@@ -8,7 +8,7 @@ import random
 import pytest
 from pyspark.ml import PipelineModel
 
-from segmentation.model import KFit, choose_k, fit_on_all, knee_point, segment_order, sweep_k
+from segmentation.model import KFit, choose_k, fit_kmeans, fit_on_all, knee_point, segment_order, sweep_k
 from segmentation.prepare import capping_bounds, fit_preparation
 from segmentation.profile import centers_in_original_units, with_segment_columns
 
@@ -80,11 +80,14 @@ def test_sweep_recovers_three_groups_with_stable_order(spark):
     assert chosen.silhouette > 0.8
     assert [f.wcss for f in fits] == sorted((f.wcss for f in fits), reverse=True)
 
-    # the published model is Spark ML's own fit at that k and seed: the same centers and cost as the sweep's
+    # the published model holds the sweep's centers, which are Spark ML's own fit at that k and seed
     chosen = fit_on_all(scaled, chosen, seed=42)
-    assert chosen.model.summary.trainingCost == pytest.approx(chosen.wcss, rel=1e-9)
-    spark_centers = [x for c in chosen.model.clusterCenters() for x in c]
-    assert spark_centers == pytest.approx([x for c in chosen.centers for x in c], abs=1e-9)
+    spark_fit = fit_kmeans(scaled, 3, seed=42)
+    assert spark_fit.summary.trainingCost == pytest.approx(chosen.wcss, rel=1e-9)
+    assert list(spark_fit.summary.clusterSizes) == chosen.cluster_sizes
+    spark_centers = [x for c in spark_fit.clusterCenters() for x in c]
+    assert [x for c in chosen.model.clusterCenters() for x in c] == pytest.approx(spark_centers, abs=1e-9)
+    assert [x for c in chosen.centers for x in c] == pytest.approx(spark_centers, abs=1e-9)
     assigned = chosen.model.transform(scaled)
     order = segment_order(assigned)
     centers = [list(c) for c in chosen.model.clusterCenters()]
