@@ -12,6 +12,7 @@ import platform
 import tempfile
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 
@@ -115,6 +116,9 @@ def run_segmentation(spark: SparkSession, cfg: dict[str, Any], run_id: str | Non
     publisher = SnapshotPublisher(spark, cfg["output"]["path"], run_id)
     publisher.check_writable()
     persisted: list[DataFrame] = []
+    # the report's figures render on a driver thread while Spark writes the tables (mostly one task at a time)
+    rendering = ThreadPoolExecutor(max_workers=1, thread_name_prefix="report")
+    report_dir = tempfile.TemporaryDirectory(prefix="segmentation-report-")
     try:
         with timer.stage("read"):
             raw_df = read_transactions(spark, inp)
@@ -323,10 +327,7 @@ def run_segmentation(spark: SparkSession, cfg: dict[str, Any], run_id: str | Non
             report_data = collect_report_data(
                 segments_df, elbow_rows, profiles, manifest, seed=int(model_cfg["seed"])
             )
-            with tempfile.TemporaryDirectory(prefix="segmentation-report-") as local_dir:
-                written = write_report(report_data, local_dir)
-                publisher.copy_local_dir("reports", local_dir)
-            log.info("report: %d files", len(written))
+            rendered = rendering.submit(write_report, report_data, report_dir.name)
 
         with timer.stage("write"):
             publisher.write_table("segments", segments_df, files=max(1, customers // 1_000_000 + 1))
@@ -355,6 +356,10 @@ def run_segmentation(spark: SparkSession, cfg: dict[str, Any], run_id: str | Non
                     "segment_names": {str(s): n for s, n in sorted(names.items())},
                 },
             )
+        with timer.stage("report_files"):
+            written = rendered.result()  # figures and report.html, rendered during the write stage
+            publisher.copy_local_dir("reports", report_dir.name)
+            log.info("report: %d files", len(written))
         with timer.stage("publish"):
             manifest["timings_s"] = {**timer.timings, "total": round(time.perf_counter() - started, 3)}
             if input_rows != accepted_rows + sum(rejected.values()):
@@ -371,6 +376,8 @@ def run_segmentation(spark: SparkSession, cfg: dict[str, Any], run_id: str | Non
         publisher.abort()
         raise
     finally:
+        rendering.shutdown(wait=True, cancel_futures=True)
+        report_dir.cleanup()
         for df in persisted:
             df.unpersist()
 
