@@ -6,11 +6,11 @@ customers those jobs are bound by Spark's per-job latency, not by the arithmetic
 (each k, and each extra seed of the stability check) runs together, one pass over the customers per step for
 all of them, in numpy:
 
-1. the start: k-means|| (Bahmani et al., Spark ML's default initialisation, with its settings: a random first
-   center, `steps` rounds each sampling about 2k customers with probability proportional to their squared
-   distance to the candidates so far, then a weighted k-means++ and 30 weighted Lloyd rounds on the candidates,
-   locally) in 2 + 2 x `steps` passes for all the models (`kmeans_parallel`). Its random numbers are functions
-   of (seed, round, a hash of the customer id), so a start does not depend on partitions or row order;
+1. the start: Spark ML's k-means|| start (Bahmani et al., its default initialisation: a random first center,
+   `steps` rounds each sampling about 2k customers with probability proportional to their squared distance to
+   the candidates so far, then a weighted k-means++ and 30 weighted Lloyd rounds on the candidates, locally),
+   replayed for all the models in shared passes with Spark's random numbers and arithmetic
+   (`kmeans_parallel`, segmentation/sparkrandom.py): the start a Spark ML fit at that k and seed makes;
 2. the Lloyd iterations with Spark's rules (an empty cluster keeps its center; a model has converged when no
    center moved more than `tol`; its cost is the one of the last assignment step), one pass per iteration for
    every model still moving (`fit_all`): from the same start, the same centers, iterations and cost as Spark
@@ -18,9 +18,8 @@ all of them, in numpy:
 3. two passes for the diagnostics of every model at once (`evaluate`): sizes, means, within-cluster sums,
    Davies-Bouldin spreads, the silhouette and the contingency tables of the stability pairs.
 
-A start is not Spark ML's own (its sampling depends on the partitioning), so a model here is a KMeans fit of
-the same quality rather than the same fit: tests/test_sweep_cost.py holds the elbow within 5% of plain Spark
-ML fits at the same k and seed.
+So every model here is the full Spark ML fit on the same partitions: the same start, centers, iterations and
+cost (tests/test_lloyd.py); tests/test_sweep_cost.py holds the elbow within 5% of plain Spark ML fits too.
 
 Where the passes run (`model.driver_sweep_max_rows`): up to that many customers, their features (a few
 doubles each) are collected once to the driver and every pass is numpy there (`LocalRows`); above it, every
@@ -104,12 +103,19 @@ def _add(a: Any, b: Any) -> Any:
     return a + b
 
 
-def _assign(x: np.ndarray, xx: np.ndarray, centers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Closest center of every row (first on ties, as Spark) and the squared distance to it. The row's own
-    squared norm is the same for every center, so it is added to the winner only."""
+def _partial_distances(x: np.ndarray, centers: np.ndarray) -> np.ndarray:
+    """|c|^2 - 2 x.c for every row and center (n x m): the squared distance less the row's own squared norm,
+    which is the same for every center (one matrix product, in place)."""
     partial = x @ centers.T
     partial *= -2.0
     partial += np.einsum("ij,ij->i", centers, centers)[None, :]
+    return partial
+
+
+def _assign(x: np.ndarray, xx: np.ndarray, centers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Closest center of every row (first on ties, as Spark) and the squared distance to it. The row's own
+    squared norm is the same for every center, so it is added to the winner only."""
+    partial = _partial_distances(x, centers)
     nearest = partial.argmin(axis=1)
     return nearest, np.maximum(partial[np.arange(len(x)), nearest] + xx, 0.0)
 
@@ -370,9 +376,7 @@ def _closest(
     n = len(x)
     if len(centers) == 0:
         return np.zeros(n, dtype=np.int64), np.full(n, np.inf)
-    approx = x @ centers.T
-    approx *= -2.0
-    approx += np.einsum("ij,ij->i", centers, centers)[None, :]
+    approx = _partial_distances(x, centers)
     index = approx.argmin(axis=1)
     rows = np.arange(n)
     if len(centers) > 1:
