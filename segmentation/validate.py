@@ -199,14 +199,14 @@ def classify_weighted(
 
 
 def classify_rows(
-    df: DataFrame,
-    input_cfg: dict[str, Any],
-    drop_duplicates: bool,
-    original_cols: list[str],
-    cluster_by_customer: bool = False,
+    df: DataFrame, input_cfg: dict[str, Any], drop_duplicates: bool, original_cols: list[str]
 ) -> DataFrame:
     """`classify_weighted` with one row per input row (the copies of a repeated row are `duplicate`)."""
-    weighted_df = classify_weighted(df, input_cfg, drop_duplicates, original_cols, cluster_by_customer)
+    return each_line(classify_weighted(df, input_cfg, drop_duplicates, original_cols))
+
+
+def each_line(weighted_df: DataFrame) -> DataFrame:
+    """Rows with `_lines` (the input rows each stands for) as that many rows, without `_lines`."""
     return weighted_df.withColumn("_copy", F.explode(F.sequence(F.lit(1), F.col("_lines")))).drop(
         "_copy", "_lines"
     )
@@ -287,10 +287,7 @@ def ledger_orders(ledger_df: DataFrame) -> DataFrame:
 
 def ledger_rejects(ledger_df: DataFrame, original_cols: list[str]) -> DataFrame:
     """The `rejects` table from a ledger: each rejected row as often as it came."""
-    copies_df = ledger_df.filter(F.col("_kind") == "reject").withColumn(
-        "_copy", F.explode(F.sequence(F.lit(1), F.col("_lines")))
-    )
-    return rejects_table(copies_df, original_cols)
+    return rejects_table(each_line(ledger_df.filter(F.col("_kind") == "reject")), original_cols)
 
 
 def rejects_table(classified_df: DataFrame, original_cols: list[str]) -> DataFrame:
