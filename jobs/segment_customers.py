@@ -95,12 +95,17 @@ def summary_lines(manifest: dict[str, Any]) -> list[str]:
     ]
     if manifest.get("catalog"):
         lines.insert(-1, f"  catalog: {manifest['catalog']}")
+    report = manifest.get("report", True)
     for table in TABLES:
+        if table == "reports" and not report:
+            continue
         lines.append(
             f"  {table:<12} {manifest['output_path']}/{table}/snapshot_date={manifest['snapshot_date']}"
         )
     lines.append(
         f"Report: {manifest['output_path']}/reports/snapshot_date={manifest['snapshot_date']}/report.html"
+        if report
+        else "Report: none (output.report is false)"
     )
     if manifest.get("input_kind") == "customers":
         lines += ["", "Segments:", f"{'id':>3}  {'customers':>9} {'share':>6}  segment"]

@@ -110,7 +110,8 @@ DEFAULTS: dict[str, Any] = {
         # them, excluded_reason "outlier") or keep
         "outliers": "exclude",
     },
-    "output": {"path": "output"},
+    # report: the HTML report and its figures under reports/ (off: tables, model and manifest only)
+    "output": {"path": "output", "report": True},
     # stable segment ids: a new center within this distance (scaled space) of a previous one is the same segment
     "identity": {"max_distance": 1.0},
     # external tables over the output in a Hive metastore (a persistent local Derby database by default)
@@ -369,6 +370,8 @@ def _validate_model_and_output(cfg: dict[str, Any]) -> dict[str, Any]:
         raise ConfigError(f"catalog.database must be letters, digits and _, got {catalog['database']!r}")
     if not cfg["output"].get("path"):
         raise ConfigError("output.path is required")
+    if not isinstance(cfg["output"]["report"], bool):
+        raise ConfigError(f"output.report must be true or false, got {cfg['output']['report']!r}")
     if not catalog.get("metastore"):
         output = str(cfg["output"]["path"])
         local = "://" not in output or output.startswith("file:")

@@ -24,6 +24,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from segmentation.io import local_dataframe
 from segmentation.methods import fit_method, sweep_method
 from segmentation.model import fit_on_all, sweep_k
 
@@ -657,4 +658,4 @@ def elbow_df(spark: SparkSession, rows: list[dict[str, Any]], run_id: str) -> Da
     data = [tuple(r[f.name] for f in schema.fields) for r in rows]
     # the documented columns first, method and log-likelihood (Gaussian mixture) after them
     order = [f.name for f in schema.fields[2:]] + ["method", "log_likelihood"]
-    return spark.createDataFrame(data, schema).select(*order).withColumn("run_id", F.lit(run_id))
+    return local_dataframe(spark, data, schema).select(*order).withColumn("run_id", F.lit(run_id))

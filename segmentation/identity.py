@@ -19,8 +19,10 @@ from pyspark.ml import PipelineModel
 from pyspark.ml.functions import vector_to_array
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql import types as T
 from scipy.optimize import linear_sum_assignment
 
+from segmentation.io import local_dataframe
 from segmentation.profile import candidate_names
 from segmentation.publish import SnapshotPublisher
 
@@ -84,7 +86,10 @@ def previous_centers_in_scaled_space(
 ) -> dict[int, list[float]]:
     """The previous segments' centers (original units, from `profiles.center_<f>`) through this run's preparation."""
     rows = [(int(p["segment_id"]), *[float(p[f"center_{f}"]) for f in features]) for p in previous.profiles]
-    df = spark.createDataFrame(rows, ["segment_id", *features])
+    schema = T.StructType(
+        [T.StructField("segment_id", T.IntegerType()), *[T.StructField(f, T.DoubleType()) for f in features]]
+    )
+    df = local_dataframe(spark, rows, schema)
     scaled = prep_model.transform(df).select("segment_id", vector_to_array("scaled").alias("v")).collect()
     return {int(r["segment_id"]): list(r["v"]) for r in scaled}
 

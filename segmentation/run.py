@@ -45,7 +45,7 @@ from segmentation.identity import (
     stable_order,
     transitions_table,
 )
-from segmentation.io import original_columns, read_transactions
+from segmentation.io import local_dataframe, original_columns, read_transactions
 from segmentation.methods import model_centers, with_membership_probability
 from segmentation.model import segment_order
 from segmentation.prepare import fit_preparation
@@ -319,15 +319,18 @@ def run_segmentation(spark: SparkSession, cfg: dict[str, Any], run_id: str | Non
                 "pyspark": pyspark.__version__,
                 "python": platform.python_version(),
             },
+            "report": cfg["output"]["report"],
             "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "timings_s": dict(timer.timings),  # completed after the write stage
         }
 
-        with timer.stage("report"):
-            report_data = collect_report_data(
-                segments_df, elbow_rows, profiles, manifest, seed=int(model_cfg["seed"])
-            )
-            rendered = rendering.submit(write_report, report_data, report_dir.name)
+        rendered = None
+        if cfg["output"]["report"]:
+            with timer.stage("report"):
+                report_data = collect_report_data(
+                    segments_df, elbow_rows, profiles, manifest, seed=int(model_cfg["seed"])
+                )
+                rendered = rendering.submit(write_report, report_data, report_dir.name)
 
         with timer.stage("write"):
             publisher.write_table("segments", segments_df, files=max(1, customers // 1_000_000 + 1))
@@ -356,10 +359,11 @@ def run_segmentation(spark: SparkSession, cfg: dict[str, Any], run_id: str | Non
                     "segment_names": {str(s): n for s, n in sorted(names.items())},
                 },
             )
-        with timer.stage("report_files"):
-            written = rendered.result()  # figures and report.html, rendered during the write stage
-            publisher.copy_local_dir("reports", report_dir.name)
-            log.info("report: %d files", len(written))
+        if rendered is not None:
+            with timer.stage("report_files"):
+                written = rendered.result()  # figures and report.html, rendered during the write stage
+                publisher.copy_local_dir("reports", report_dir.name)
+                log.info("report: %d files", len(written))
         with timer.stage("publish"):
             manifest["timings_s"] = {**timer.timings, "total": round(time.perf_counter() - started, 3)}
             if input_rows != accepted_rows + sum(rejected.values()):
@@ -449,4 +453,4 @@ def _profiles_df(spark: SparkSession, profiles: list[dict[str, Any]], run_id: st
     fields += [T.StructField(k, T.DoubleType(), True) for k in extra]
     schema = T.StructType(fields)
     rows = [tuple(p[f.name] for f in schema.fields) for p in profiles]
-    return spark.createDataFrame(rows, schema).withColumn("run_id", F.lit(run_id))
+    return local_dataframe(spark, rows, schema).withColumn("run_id", F.lit(run_id))

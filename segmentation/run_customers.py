@@ -35,7 +35,7 @@ from segmentation.customers import (
 )
 from segmentation.diagnostics import compare_methods, elbow_df, elbow_rows, model_manifest, select_k
 from segmentation.errors import InputError, ModelError
-from segmentation.io import original_columns
+from segmentation.io import local_dataframe, original_columns
 from segmentation.methods import model_centers, with_membership_probability
 from segmentation.profile import centers_in_original_units, with_segment_columns
 from segmentation.publish import SnapshotPublisher
@@ -206,17 +206,21 @@ def run_customer_segmentation(
                 "pyspark": pyspark.__version__,
                 "python": platform.python_version(),
             },
+            "report": cfg["output"]["report"],
             "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "timings_s": dict(timer.timings),
         }
 
-        with timer.stage("report"):
-            with tempfile.TemporaryDirectory(prefix="segmentation-report-") as local_dir:
+        if cfg["output"]["report"]:
+            with (
+                timer.stage("report"),
+                tempfile.TemporaryDirectory(prefix="segmentation-report-") as local_dir,
+            ):
                 written = write_customer_report(
                     segments_df, elbow, profiles, manifest, numeric, local_dir, seed=int(model_cfg["seed"])
                 )
                 publisher.copy_local_dir("reports", local_dir)
-            log.info("report: %d files", len(written))
+                log.info("report: %d files", len(written))
 
         with timer.stage("write"):
             publisher.write_table("segments", segments_df)
@@ -224,9 +228,16 @@ def run_customer_segmentation(
             # no transactions, no RFM scores: an empty table keeps the published layout the same
             publisher.write_table(
                 "rfm_profiles",
-                spark.createDataFrame([], "rfm_segment string, customers long").withColumn(
-                    "run_id", F.lit(run_id)
-                ),
+                local_dataframe(
+                    spark,
+                    [],
+                    T.StructType(
+                        [
+                            T.StructField("rfm_segment", T.StringType()),
+                            T.StructField("customers", T.LongType()),
+                        ]
+                    ),
+                ).withColumn("run_id", F.lit(run_id)),
             )
             publisher.write_table("elbow", elbow_df(spark, elbow, run_id))
             publisher.write_table("rejects", rejects_table(classified_df, originals))
@@ -276,4 +287,4 @@ def _profiles_df(spark: SparkSession, profiles: list[dict[str, Any]], run_id: st
     fields += [T.StructField(k, T.DoubleType(), True) for k in profiles[0] if k not in known]
     schema = T.StructType(fields)
     rows = [tuple(p.get(f.name) for f in schema.fields) for p in profiles]
-    return spark.createDataFrame(rows, schema).withColumn("run_id", F.lit(run_id))
+    return local_dataframe(spark, rows, schema).withColumn("run_id", F.lit(run_id))

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from pyspark.sql import SparkSession
@@ -60,3 +62,73 @@ def published(spark, tmp_path_factory):
         run_segmentation(spark, synthetic.job_config(second, out, k=4)),
     ]
     return out, manifests, tmp
+
+
+def run_console_job(args: list[str], timeout: float = 900) -> subprocess.CompletedProcess:
+    """The console script (`python -m jobs.segment_customers`) as a user runs it; asserts it succeeded."""
+    result = subprocess.run(
+        [sys.executable, "-m", "jobs.segment_customers", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert result.returncode == 0, result.stderr
+    return result
+
+
+@pytest.fixture(scope="session")
+def console_snapshots(tmp_path_factory):
+    """The console script run twice at the same time into one output, with the catalog on (a metastore in a
+    temporary dir): the `published` fixture's two snapshots (the small synthetic log with k=3, and the same
+    customers 30 days later plus big spenders with k=4), the report in the first only. Shared by test_cli (the
+    closing summary), test_catalog (the registered tables) and test_publish (two snapshots at once), because
+    each cold run of the job costs about a minute. `runs`: CompletedProcess-like results, in input order."""
+    from . import synthetic
+
+    tmp = tmp_path_factory.mktemp("console")
+    inputs = [
+        synthetic.write_csv(tmp / "in1" / "log.csv", synthetic.transactions(), synthetic.REJECT_LINES),
+        synthetic.write_csv(
+            tmp / "in2" / "log.csv",
+            synthetic.transactions({**synthetic.GROUPS, **synthetic.WHALES}, shift_days=30),
+            synthetic.REJECT_LINES,
+        ),
+    ]
+    out, metastore = tmp / "out", tmp / "metastore"
+    configs = [
+        synthetic.write_config(tmp / f"job{i}.yaml", catalog=f"metastore: {metastore}", report=i == 0, k=k)
+        for i, k in enumerate((3, 4))
+    ]
+    procs = []
+    for i, (config, path) in enumerate(zip(configs, inputs, strict=True)):
+        # output to files, not pipes: a full pipe would stall a job while the other is waited for
+        with open(tmp / f"run{i}.stdout", "w") as stdout, open(tmp / f"run{i}.stderr", "w") as stderr:
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "jobs.segment_customers"]
+                    + ["--config", str(config), "--input", str(path), "--output", str(out)],
+                    cwd=REPO,
+                    stdout=stdout,
+                    stderr=stderr,
+                    stdin=subprocess.DEVNULL,
+                    text=True,
+                )
+            )
+    try:
+        codes = [p.wait(timeout=900) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    runs = [
+        SimpleNamespace(
+            returncode=code,
+            stdout=(tmp / f"run{i}.stdout").read_text(),
+            stderr=(tmp / f"run{i}.stderr").read_text(),
+        )
+        for i, code in enumerate(codes)
+    ]
+    assert codes == [0, 0], [r.stderr[-3000:] for r in runs]
+    return SimpleNamespace(tmp=tmp, out=out, metastore=metastore, runs=runs)

@@ -54,7 +54,8 @@ REJECT_LINES = "999999,X,ITEM,1,2011-01-05 10:00:00,1.0,,United Kingdom\n1,2,3\n
 
 
 def job_config(input_path: Path | str, output: Path | str, **overrides: Any) -> dict[str, Any]:
-    """A validated config for a CSV log with k fixed at the number of groups (3 unless overridden)."""
+    """A validated config for a CSV log with k fixed at the number of groups (3 unless overridden), without the
+    HTML report (`output.report`; the report has its own tests, and rendering it costs seconds per run)."""
     from segmentation.config import apply_overrides, load_config, validate_config
 
     cfg = load_config(None)
@@ -63,18 +64,21 @@ def job_config(input_path: Path | str, output: Path | str, **overrides: Any) -> 
     cfg["model"]["partitions"] = 1
     cfg["model"]["parallelism"] = 1
     cfg["model"]["stability_fits"] = 0  # the choice of k is tested on its own
+    cfg["output"]["report"] = False
     overrides = {"k": 3, **overrides}
     return validate_config(apply_overrides(cfg, input=str(input_path), output=str(output), **overrides))
 
 
-def write_config(path: Path, catalog: str = "enabled: false", **model: Any) -> Path:
+def write_config(path: Path, catalog: str = "enabled: false", report: bool = False, **model: Any) -> Path:
     """The YAML equivalent of `job_config` for the console script (input and output given as options), without
-    stability fits, and with the catalog off unless asked for (test_catalog.py has it on): these runs check
-    publishing and outputs; the choice of k is tested on its own (test_diagnostics, test_lloyd)."""
+    stability fits, and with the catalog off unless asked for (conftest.console_snapshots has it on): these runs
+    check publishing and outputs; the choice of k is tested on its own (test_diagnostics, test_lloyd). No HTML
+    report unless asked for (as `job_config`)."""
     model = {"partitions": 1, "parallelism": 1, "stability_fits": 0, **model}
     body = "".join(f"  {k}: {v}\n" for k, v in model.items())
     path.write_text(
-        f"input:\n  format: csv\nprepare:\n  cap_quantiles: null\nmodel:\n{body}catalog:\n  {catalog}\n",
+        f"input:\n  format: csv\nprepare:\n  cap_quantiles: null\nmodel:\n{body}catalog:\n  {catalog}\n"
+        f"output:\n  report: {str(report).lower()}\n",
         encoding="utf-8",
     )
     return path

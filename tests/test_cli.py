@@ -2,33 +2,15 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import subprocess
 import sys
 
 import pandas as pd
 
+from . import synthetic
 from .conftest import REPO
-
-CSV = (
-    "InvoiceNo,StockCode,Quantity,InvoiceDate,UnitPrice,Customer ID\n"
-    + "".join(
-        f"{i},A,{q},2011-0{m}-1{d} 10:00:00,{p},{c}\n"
-        for i, (q, m, d, p, c) in enumerate(
-            [
-                (1, 1, 1, 100, "1"),
-                (2, 2, 2, 100, "1"),
-                (5, 3, 3, 100, "1"),
-                (1, 3, 4, 100, "2.0"),
-                (1, 1, 5, 1, "3"),
-                (1, 1, 6, 2, "4"),
-                (1, 3, 1, 1.5, "5"),
-                (1, 3, 2, 90, "6"),
-            ]
-        )
-    )
-    + "x,A,1,2011-03-03 10:00:00,1,\n"
-)
 
 
 def _run(args, env=None, timeout=300):
@@ -42,44 +24,35 @@ def _run(args, env=None, timeout=300):
     )
 
 
-def _config(tmp_path):
-    path = tmp_path / "c.yaml"
-    path.write_text(
-        "input:\n  format: csv\n  columns: {customer_id: Customer ID}\nprepare: {cap_quantiles: null}\n"
-        "catalog: {enabled: false}\n"  # the catalog has its own test (test_catalog.py)
-        "model: {stability_fits: 0}\n"  # so has the choice of k (test_diagnostics.py, test_lloyd.py)
-    )
-    return path
-
-
-def test_run_on_a_small_csv_prints_outputs_and_segments(tmp_path):
-    (tmp_path / "in.csv").write_text(CSV)
-    out = tmp_path / "out"
-    result = _run(
-        [
-            "--config",
-            str(_config(tmp_path)),
-            "--input",
-            str(tmp_path / "in.csv"),
-            "--output",
-            str(out),
-            "--k",
-            "2",
-        ]
-    )
-    assert result.returncode == 0, result.stderr
-    stdout = result.stdout
-    assert "Published snapshot 2011-03-15" in stdout
-    assert "rows: 9 input = 8 accepted + 1 rejected {'missing_customer_id': 1}" in stdout
-    assert "customers: 6 (6 clustered, excluded none)" in stdout
-    assert f"segments     {out}/segments/snapshot_date=2011-03-15" in stdout
-    report = out / "reports" / "snapshot_date=2011-03-15" / "report.html"
+def test_run_prints_outputs_and_segments(console_snapshots):
+    """The first run of the shared console-script fixture (conftest.py): the synthetic log's 30 customers in
+    three planted groups, a malformed line and a line without customer."""
+    run, out = console_snapshots.runs[0], console_snapshots.out
+    rows = synthetic.transactions()
+    day = (max(dt.date.fromisoformat(ts[:10]) for _, _, ts, _, _ in rows) + dt.timedelta(days=1)).isoformat()
+    customers = sum(n for n, *_ in synthetic.GROUPS.values())
+    stdout = run.stdout
+    assert f"Published snapshot {day}" in stdout
+    assert (
+        f"rows: {len(rows) + 2} input = {len(rows)} accepted + 2 rejected "
+        "{'malformed_row': 1, 'missing_customer_id': 1}"
+    ) in stdout
+    assert f"customers: {customers} ({customers} clustered, excluded none)" in stdout
+    assert f"segments     {out}/segments/snapshot_date={day}" in stdout
+    report = out / "reports" / f"snapshot_date={day}" / "report.html"
     assert f"Report: {report}" in stdout and report.is_file()
-    segments = pd.read_parquet(out / "segments")
-    assert sorted(segments.customer_id) == ["1", "2", "3", "4", "5", "6"]
-    table_rows = [line for line in stdout.splitlines() if line[:3].strip() in {"1", "2"}]
-    assert len(table_rows) == 2
-    assert "stage model: done" in result.stderr  # progress is logged
+    segments = pd.read_parquet(out / "segments" / f"snapshot_date={day}")
+    # ids as written in the log ("1000.0") come out normalized ("1000")
+    assert sorted(segments.customer_id) == sorted({c for _, c, _, _, _ in rows})
+    # the segment table: one line per segment, its customers as in the segments table
+    table = {
+        int(line[:3]): int(line[24:33].replace(",", ""))
+        for line in stdout.splitlines()
+        if line[:3].strip().isdigit()
+    }
+    assert table == segments.groupby("segment_id").size().to_dict()
+    assert sorted(table.values()) == sorted(n for n, *_ in synthetic.GROUPS.values())
+    assert "stage model: done" in run.stderr  # progress is logged
 
 
 def test_without_java_one_line_says_what_to_install(tmp_path):

@@ -68,6 +68,7 @@ def test_missing_config_file(tmp_path):
             "model.driver_sweep_max_rows must be an integer >= 0, got 1.5",
         ),
         ("model: {outliers: drop}", "model.outliers must be 'exclude' or 'keep', got 'drop'"),
+        ("output: {report: 'no'}", "output.report must be true or false, got 'no'"),
         ("model: {min_stabilty: 0.5}", "unknown config key 'model.min_stabilty'"),
     ],
 )

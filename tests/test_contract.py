@@ -61,3 +61,19 @@ def test_a_drifted_schema_is_caught(spark, published):
     df = spark.read.parquet(str(out / "elbow")).withColumnRenamed("wcss", "cost")
     written = [(f.name, f.dataType.simpleString()) for f in df.schema.fields]
     assert written != expected_columns("elbow", manifests[-1])
+
+
+def test_report_off_publishes_every_table_and_no_report(published):
+    """The `published` runs have `output.report: false`: every table, the model and the manifest, no reports/."""
+    from jobs.segment_customers import summary_lines
+
+    out, manifests, _ = published
+    for m in manifests:
+        assert m["report"] is False and "report" not in m["timings_s"]
+        day = m["snapshot_date"]
+        for table in [*contract_tables(), "models", "manifests"]:
+            assert (out / table / f"snapshot_date={day}").is_dir(), table
+    assert not (out / "reports").exists()
+    lines = summary_lines(manifests[-1])
+    assert "Report: none (output.report is false)" in lines
+    assert not any(line.strip().startswith("reports ") for line in lines)

@@ -33,26 +33,56 @@ def scaled(spark):
     return df.repartition(3, "customer_id").sortWithinPartitions("customer_id").cache()
 
 
+@pytest.fixture(scope="module")
+def scaled_two(scaled):
+    """The same points in another layout: 2 partitions."""
+    return scaled.repartition(2, "customer_id").sortWithinPartitions("customer_id").cache()
+
+
+#: Spark ML's results per (layout, k, seed), computed once for the module: the driver and the Spark variant of
+#: a test compare with the same reference fits.
+_REFERENCE: dict[tuple, object] = {}
+
+
+def _once(compute, df, *args):
+    """compute(df, *args), once per layout and arguments."""
+    key = (compute.__name__, id(df), *args)
+    if key not in _REFERENCE:
+        _REFERENCE[key] = compute(df, *args)
+    return _REFERENCE[key]
+
+
 def _spark_starts_of(scaled, pairs):
-    """Spark ML's own k-means|| start for each (k, seed): a KMeans fit with no iteration."""
-    return [
-        lloyd.Model(
-            k,
-            seed,
-            np.array(
-                KMeans(featuresCol="scaled", k=k, seed=seed, maxIter=0, tol=1e-4)
-                .fit(scaled.select("scaled"))
-                .clusterCenters()
-            ),
-        )
-        for k, seed in pairs
-    ]
+    """Spark ML's own k-means|| start for each (k, seed): a KMeans fit with no iteration (new Model objects on
+    every call: the engine moves their centers in place)."""
+
+    return [lloyd.Model(k, seed, _once(_spark_start, scaled, k, seed).copy()) for k, seed in pairs]
+
+
+def _spark_start(scaled, k, seed):
+    fitted = KMeans(featuresCol="scaled", k=k, seed=seed, maxIter=0, tol=1e-4).fit(scaled.select("scaled"))
+    return np.array(fitted.clusterCenters())
 
 
 def _spark_fit(scaled, k, seed, max_iter=20):
     return KMeans(
         featuresCol="scaled", predictionCol="cluster", k=k, seed=seed, maxIter=max_iter, tol=1e-4
     ).fit(scaled.select("scaled"))
+
+
+def _full_fit_reference(scaled, k, seed):
+    """What the full Spark ML fit at (k, seed) gives: iterations, cost, centers, sizes, silhouette, within."""
+    reference = _spark_fit(scaled, k, seed)
+    summary = reference.summary
+    assigned = reference.transform(scaled)
+    return {
+        "iterations": summary.numIter,
+        "cost": summary.trainingCost,
+        "centers": [x for c in reference.clusterCenters() for x in c],
+        "sizes": list(summary.clusterSizes),
+        "silhouette": ClusteringEvaluator(featuresCol="scaled", predictionCol="cluster").evaluate(assigned),
+        "within": cluster_metrics(assigned, 3)["within"],
+    }
 
 
 @pytest.mark.parametrize("where", ["driver", "spark"])
@@ -65,29 +95,22 @@ def test_from_spark_starts_every_model_is_the_full_spark_ml_fit(spark, scaled, w
     lloyd.fit_all(rows, models, max_iter=20, tol=1e-4)
     evaluations, _ = lloyd.evaluate(rows, models, list(range(len(KS))), [])
     for model, ev in zip(models, evaluations):
-        reference = _spark_fit(scaled, model.k, 42)
-        summary = reference.summary
-        assert model.iterations == summary.numIter
-        assert model.cost == pytest.approx(summary.trainingCost, rel=1e-9)
-        spark_centers = [x for c in reference.clusterCenters() for x in c]
-        assert model.centers.ravel().tolist() == pytest.approx(spark_centers, abs=1e-9)
-        assert ev.sizes.tolist() == list(summary.clusterSizes)
-        assigned = reference.transform(scaled)
-        expected_silhouette = ClusteringEvaluator(featuresCol="scaled", predictionCol="cluster").evaluate(
-            assigned
-        )
-        assert ev.silhouette == pytest.approx(expected_silhouette, abs=1e-9)
-        metrics = cluster_metrics(assigned, 3)
-        assert ev.within.sum() == pytest.approx(metrics["within"], rel=1e-9)
+        expected = _once(_full_fit_reference, scaled, model.k, 42)
+        assert model.iterations == expected["iterations"]
+        assert model.cost == pytest.approx(expected["cost"], rel=1e-9)
+        assert model.centers.ravel().tolist() == pytest.approx(expected["centers"], abs=1e-9)
+        assert ev.sizes.tolist() == expected["sizes"]
+        assert ev.silhouette == pytest.approx(expected["silhouette"], abs=1e-9)
+        assert ev.within.sum() == pytest.approx(expected["within"], rel=1e-9)
     features_df.unpersist()
 
 
 @pytest.mark.parametrize("where", ["driver", "spark"])
-def test_starts_are_spark_ml_starts(spark, scaled, where):
+def test_starts_are_spark_ml_starts(spark, scaled, scaled_two, where):
     """The replayed k-means|| start of every (k, seed) is Spark ML's own (a KMeans fit with no iteration), on
     the fixture's 3 partitions and on another layout of 2 (the start depends on the layout, as Spark's)."""
     pairs = [(2, 42), (5, 42), (8, 42), (3, 7)]
-    for df in (scaled, scaled.repartition(2, "customer_id").sortWithinPartitions("customer_id").cache()):
+    for df in (scaled, scaled_two):
         features_df = lloyd.features_frame(df, 3).cache()
         rows = lloyd.LocalRows(features_df, 3) if where == "driver" else lloyd.SparkRows(features_df, 3)
         starts = lloyd.kmeans_parallel(rows, features_df, 3, pairs)
