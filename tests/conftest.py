@@ -50,31 +50,13 @@ def published(spark, tmp_path_factory):
     from . import synthetic
 
     tmp = tmp_path_factory.mktemp("published")
-    first = synthetic.write_csv(tmp / "in1" / "log.csv", synthetic.transactions(), synthetic.REJECT_LINES)
-    second = synthetic.write_csv(
-        tmp / "in2" / "log.csv",
-        synthetic.transactions({**synthetic.GROUPS, **synthetic.WHALES}, shift_days=30),
-        synthetic.REJECT_LINES,
-    )
+    first, second = synthetic.write_two_snapshots(tmp)
     out = tmp / "out"
     manifests = [
         run_segmentation(spark, synthetic.job_config(first, out)),
         run_segmentation(spark, synthetic.job_config(second, out, k=4)),
     ]
     return out, manifests, tmp
-
-
-def run_console_job(args: list[str], timeout: float = 900) -> subprocess.CompletedProcess:
-    """The console script (`python -m jobs.segment_customers`) as a user runs it; asserts it succeeded."""
-    result = subprocess.run(
-        [sys.executable, "-m", "jobs.segment_customers", *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    assert result.returncode == 0, result.stderr
-    return result
 
 
 @pytest.fixture(scope="session")
@@ -87,14 +69,7 @@ def console_snapshots(tmp_path_factory):
     from . import synthetic
 
     tmp = tmp_path_factory.mktemp("console")
-    inputs = [
-        synthetic.write_csv(tmp / "in1" / "log.csv", synthetic.transactions(), synthetic.REJECT_LINES),
-        synthetic.write_csv(
-            tmp / "in2" / "log.csv",
-            synthetic.transactions({**synthetic.GROUPS, **synthetic.WHALES}, shift_days=30),
-            synthetic.REJECT_LINES,
-        ),
-    ]
+    inputs = synthetic.write_two_snapshots(tmp)
     out, metastore = tmp / "out", tmp / "metastore"
     configs = [
         synthetic.write_config(tmp / f"job{i}.yaml", catalog=f"metastore: {metastore}", report=i == 0, k=k)

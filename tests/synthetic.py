@@ -53,6 +53,16 @@ def write_csv(path: Path, rows: list[tuple], extra_lines: str = "") -> Path:
 REJECT_LINES = "999999,X,ITEM,1,2011-01-05 10:00:00,1.0,,United Kingdom\n1,2,3\n"
 
 
+def write_two_snapshots(folder: Path) -> tuple[Path, Path]:
+    """`in1/log.csv`: the groups; `in2/log.csv`: the same customers 30 days later plus big spenders (k=4). Both
+    with the reject lines."""
+    first = write_csv(folder / "in1" / "log.csv", transactions(), REJECT_LINES)
+    second = write_csv(
+        folder / "in2" / "log.csv", transactions({**GROUPS, **WHALES}, shift_days=30), REJECT_LINES
+    )
+    return first, second
+
+
 def job_config(input_path: Path | str, output: Path | str, **overrides: Any) -> dict[str, Any]:
     """A validated config for a CSV log with k fixed at the number of groups (3 unless overridden), without the
     HTML report (`output.report`; the report has its own tests, and rendering it costs seconds per run)."""

@@ -55,7 +55,6 @@ def _once(compute, df, *args):
 def _spark_starts_of(scaled, pairs):
     """Spark ML's own k-means|| start for each (k, seed): a KMeans fit with no iteration (new Model objects on
     every call: the engine moves their centers in place)."""
-
     return [lloyd.Model(k, seed, _once(_spark_start, scaled, k, seed).copy()) for k, seed in pairs]
 
 
