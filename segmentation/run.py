@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import multiprocessing
 import platform
 import tempfile
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 
@@ -63,9 +64,9 @@ from segmentation.report import collect_report_data, write_report
 from segmentation.rfm import RFM_ACTIONS, rfm_breakpoints, rfm_segment_profiles, with_rfm_scores
 from segmentation.run_customers import run_customer_segmentation
 from segmentation.validate import (
+    PARTITION_KEY,
     REJECT_REASONS,
     classify_weighted,
-    customer_order_columns,
     ledger,
     ledger_orders,
     ledger_rejects,
@@ -100,6 +101,13 @@ def _count_by(df: DataFrame, column: str) -> dict[str, int]:
     return {r[column]: int(r["count"]) for r in df.groupBy(column).count().collect() if r[column] is not None}
 
 
+def _output_files(spark: SparkSession, rows: int, rows_per_file: int) -> int:
+    """Files for a table of `rows` rows: one per `rows_per_file` started, and from 100,000 rows on at least one
+    per core (up to Spark's default parallelism), so that writing a large table does not run as one task."""
+    by_size = rows // rows_per_file + 1
+    return max(by_size, min(spark.sparkContext.defaultParallelism, rows // 100_000)) if rows else 1
+
+
 def _ordered_counts(counts: dict[str, int], order: tuple[str, ...]) -> dict[str, int]:
     return {reason: counts[reason] for reason in order if counts.get(reason)}
 
@@ -116,8 +124,9 @@ def run_segmentation(spark: SparkSession, cfg: dict[str, Any], run_id: str | Non
     publisher = SnapshotPublisher(spark, cfg["output"]["path"], run_id)
     publisher.check_writable()
     persisted: list[DataFrame] = []
-    # the report's figures render on a driver thread while Spark writes the tables (mostly one task at a time)
-    rendering = ThreadPoolExecutor(max_workers=1, thread_name_prefix="report")
+    # the report's figures render in a separate Python process while Spark writes the tables (mostly one task
+    # at a time): a driver thread would hold the GIL the driver needs to drive those writes
+    rendering = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
     report_dir = tempfile.TemporaryDirectory(prefix="segmentation-report-")
     try:
         with timer.stage("read"):
@@ -140,8 +149,7 @@ def run_segmentation(spark: SparkSession, cfg: dict[str, Any], run_id: str | Non
                 has_order_id=bool(inp["columns"].get("order_id")),
             )
             # the lines summed per order and the rejects grouped: what later stages read, cached (the lines are not)
-            clustered_by = customer_order_columns(inp) if drop_duplicates else None
-            ledger_df = ledger(lines_df, originals, clustered_by).persist()
+            ledger_df = ledger(lines_df, originals, clustered_by=[PARTITION_KEY]).persist()
             persisted.append(ledger_df)
             input_rows, counts, latest = ledger_summary(ledger_df)
             if input_rows == 0:
@@ -333,7 +341,7 @@ def run_segmentation(spark: SparkSession, cfg: dict[str, Any], run_id: str | Non
                 rendered = rendering.submit(write_report, report_data, report_dir.name)
 
         with timer.stage("write"):
-            publisher.write_table("segments", segments_df, files=max(1, customers // 1_000_000 + 1))
+            publisher.write_table("segments", segments_df, files=_output_files(spark, customers, 1_000_000))
             publisher.write_table("profiles", _profiles_df(spark, profiles, run_id))
             publisher.write_table(
                 "rfm_profiles", rfm_segment_profiles(scored_customers_df).withColumn("run_id", F.lit(run_id))
@@ -343,7 +351,7 @@ def run_segmentation(spark: SparkSession, cfg: dict[str, Any], run_id: str | Non
             publisher.write_table(
                 "rejects",
                 ledger_rejects(ledger_df, originals),
-                files=max(1, sum(rejected.values()) // 2_000_000 + 1),
+                files=_output_files(spark, sum(rejected.values()), 2_000_000),
             )
             final_model = PipelineModel(stages=[*prep_model.stages, chosen.model])
             publisher.save_model(

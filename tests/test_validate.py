@@ -8,14 +8,14 @@ from pyspark.sql import functions as F
 
 from segmentation.config import DEFAULTS
 from segmentation.errors import InputError, SchemaError
-from segmentation.features import with_line_kind
+from segmentation.features import customer_features_from_orders, with_line_kind
 from segmentation.io import CORRUPT_COLUMN, original_columns, read_transactions
 from segmentation.validate import (
     ISO_FORMAT,
+    PARTITION_KEY,
     WHITE_SPACE,
     classify_rows,
     classify_weighted,
-    customer_order_columns,
     ledger,
     ledger_orders,
     ledger_rejects,
@@ -24,6 +24,7 @@ from segmentation.validate import (
     rejects_table,
     with_after_snapshot_reason,
     with_parsed_columns,
+    with_partition_key,
 )
 
 COLUMNS = ["InvoiceNo", "StockCode", "Quantity", "InvoiceDate", "UnitPrice", "Customer ID"]
@@ -59,12 +60,18 @@ def test_normalize_customer_id(spark):
             (None,),
             ("12.5",),
             ("\t42\n",),
+            ("1.2.0",),  # ends like the common decimal form, is not one
+            ("abc.0",),
+            (".0",),
+            ("7.0.0",),
+            ("00123.0",),
         ],
         "id string",
     )
     actual = source.select(normalize_customer_id(F.col("id")).alias("id"))
     expected = spark.createDataFrame(
-        [("17850",), ("17850",), ("17850",), ("A-17.0x",), (None,), (None,), (None,), ("12.5",), ("42",)],
+        [("17850",), ("17850",), ("17850",), ("A-17.0x",), (None,), (None,), (None,), ("12.5",), ("42",)]
+        + [("1.2.0",), ("abc.0",), (".0",), ("7.0.0",), ("00123",)],
         "id string",
     )
     chispa.assert_df_equality(actual, expected)
@@ -112,6 +119,16 @@ def test_reasons_follow_the_documented_order(spark):
     chispa.assert_df_equality(actual, expected, ignore_row_order=True)
 
 
+def _job_ledger(raw, cfg, originals):
+    """The ledger as the job builds it (shuffled by `PARTITION_KEY`, duplicates checked), cached."""
+    classified = classify_weighted(raw, cfg, True, originals, cluster_by_customer=True)
+    return ledger(
+        classified.transform(with_line_kind, return_prefix="C", has_order_id=True),
+        originals,
+        clustered_by=[PARTITION_KEY],
+    ).cache()
+
+
 def test_ledger_counts_every_row_once_and_gives_rejects_back_row_by_row(spark):
     """The cached ledger of the job: orders summed, rejects grouped with their copies; an input column may be
     called `customer_id` (the ledger's own key is `_customer_id`)."""
@@ -129,32 +146,21 @@ def test_ledger_counts_every_row_once_and_gives_rejects_back_row_by_row(spark):
     raw = _raw(spark, rows, columns)
     originals = original_columns(raw)
     cfg = _input_cfg(customer_id="customer_id")
-    classified = classify_weighted(raw, cfg, True, originals, cluster_by_customer=True)
-    ledger_df = ledger(
-        classified.transform(with_line_kind, return_prefix="C", has_order_id=True),
-        originals,
-        clustered_by=customer_order_columns(cfg),
-    ).cache()
+    ledger_df = _job_ledger(raw, cfg, originals)
     rows_total, by_reason, latest = ledger_summary(ledger_df)
     assert rows_total == 8
     assert by_reason == {"duplicate": 1, "missing_customer_id": 2, "invalid_number": 1}
     assert str(latest) == "2011-01-05"
-    # an order whose lines spell the customer id two ways has a ledger row per spelling; the sums add up
-    order_rows = ledger_orders(ledger_df).collect()
-    assert len(order_rows) == 4
-    orders: dict = {}
-    for r in order_rows:
-        value, absolute, _ = orders.get((r.customer_id, r._order_key), (0.0, 0.0, None))
-        orders[(r.customer_id, r._order_key)] = (
-            value + float(r._value),
-            absolute + float(r._abs_value),
-            r._is_return,
-        )
-    assert orders == {
-        ("17850", "1"): (17.5, 17.5, False),  # 6 x 2.50 + 2 x 1.25, the repeat not counted
-        ("17850", "C2"): (-2.5, 2.5, True),
-        ("12000", "3"): (4.0, 4.0, False),
-    }
+    # the lines of an order are summed into one row, whichever way they spell the customer id
+    order_rows = sorted(
+        (r.customer_id, r._order_key, float(r._value), float(r._abs_value), r._is_return)
+        for r in ledger_orders(ledger_df).collect()
+    )
+    assert order_rows == [
+        ("12000", "3", 4.0, 4.0, False),
+        ("17850", "1", 17.5, 17.5, False),  # 6 x 2.50 + 2 x 1.25, the repeat not counted
+        ("17850", "C2", -2.5, 2.5, True),
+    ]
     rejects = sorted(
         (r.InvoiceNo, r.customer_id, r.reject_reason) for r in ledger_rejects(ledger_df, originals).collect()
     )
@@ -165,6 +171,35 @@ def test_ledger_counts_every_row_once_and_gives_rejects_back_row_by_row(spark):
         ("5", "12000", "invalid_number"),
     ]
     ledger_df.unpersist()
+
+
+def test_rows_are_shuffled_once_from_the_raw_lines_to_the_customer_features(spark):
+    """The duplicate check, the ledger's sums per order and the features stage's sums per customer run on the
+    one shuffle by `PARTITION_KEY` (the ledger is cached with that partitioning), and a row without a
+    customer id gets a key of its own order, not one shared by all such rows."""
+    columns = ["InvoiceNo", "StockCode", "Quantity", "InvoiceDate", "UnitPrice", "CustomerID"]
+    rows = [
+        ("1", "A", "6", "2011-01-01 10:00:00", "2.50", "17850.0"),
+        ("2", "A", "1", "2011-01-02 10:00:00", "4.00", None),
+        ("3", "A", "1", "2011-01-02 11:00:00", "4.00", " "),
+    ]
+    raw = _raw(spark, rows, columns)
+    originals = original_columns(raw)
+    cfg = _input_cfg(customer_id="CustomerID")
+    keyed = with_partition_key(raw, cfg["columns"]).select("InvoiceNo", "_customer_id", PARTITION_KEY)
+    assert sorted(keyed.collect()) == [
+        ("1", "17850", "17850"),
+        ("2", None, "\u00002"),
+        ("3", None, "\u00003"),
+    ]
+    ledger_df = _job_ledger(raw, cfg, originals)
+    try:
+        customers_df = customer_features_from_orders(ledger_orders(ledger_df), "2011-01-10")
+        assert [(r.customer_id, r.frequency) for r in customers_df.collect()] == [("17850", 1)]
+        plan = customers_df._jdf.queryExecution().executedPlan().toString()
+        assert "Exchange hashpartitioning" not in plan.split("InMemoryTableScan")[0], plan
+    finally:
+        ledger_df.unpersist()
 
 
 def test_duplicates_kept_when_configured(spark):
