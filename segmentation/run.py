@@ -105,7 +105,7 @@ def _output_files(spark: SparkSession, rows: int, rows_per_file: int) -> int:
     """Files for a table of `rows` rows: one per `rows_per_file` started, and from 100,000 rows on at least one
     per core (up to Spark's default parallelism), so that writing a large table does not run as one task."""
     by_size = rows // rows_per_file + 1
-    return max(by_size, min(spark.sparkContext.defaultParallelism, rows // 100_000)) if rows else 1
+    return max(by_size, min(spark.sparkContext.defaultParallelism, rows // 100_000))
 
 
 def _ordered_counts(counts: dict[str, int], order: tuple[str, ...]) -> dict[str, int]:

@@ -240,22 +240,22 @@ def ledger(lines_df: DataFrame, original_cols: list[str], clustered_by: list[str
       `_value`, `_abs_value`, `_lines`, `_latest` (latest timestamp);
     - kind `reject`: rejected rows grouped on their original columns, raw line and reason, `_lines` copies.
 
-    `clustered_by`: columns the rows are already shuffled by (`PARTITION_KEY`). They stay grouping keys of
-    both kinds (functions of the other keys, so the groups are the same), so the sums run in the tasks that
-    hold the rows, with no second shuffle, and the ledger keeps that partitioning for `ledger_orders`. Every
-    input row is counted in exactly one ledger row's `_lines`.
+    `clustered_by`: derived columns the rows are already shuffled by (`PARTITION_KEY`, not an original
+    column). They stay grouping keys of both kinds (functions of the other keys, so the groups are the same),
+    so the sums run in the tasks that hold the rows, with no second shuffle, and the ledger keeps that
+    partitioning for `ledger_orders`. Every input row is counted in exactly one ledger row's `_lines`.
     """
     line = F.col("reject_reason").isNull()
     reject = ~line
     kept = list(clustered_by or [])
     return (
         lines_df.select(
-            *[col(c) for c in kept if c not in original_cols],
+            *[col(c) for c in kept],
             F.when(line, F.lit("order")).otherwise(F.lit("reject")).alias("_kind"),
             "reject_reason",
             F.when(line, F.col("_customer_id")).alias("_customer_id"),
             *[F.when(line, F.col(c)).alias(c) for c in ("_order_key", "_date", "_is_return")],
-            *[col(c) if c in kept else F.when(reject, col(c)).alias(c) for c in original_cols],
+            *[F.when(reject, col(c)).alias(c) for c in original_cols],
             F.when(reject, F.col(CORRUPT_COLUMN)).alias(CORRUPT_COLUMN),
             F.when(line, F.col("_value")).alias("_value"),
             F.when(line, F.col("_ts")).alias("_ts"),
@@ -269,7 +269,7 @@ def ledger(lines_df: DataFrame, original_cols: list[str], clustered_by: list[str
             "_order_key",
             "_date",
             "_is_return",
-            *[col(c) for c in original_cols if c not in kept],
+            *[col(c) for c in original_cols],
             col(CORRUPT_COLUMN),
         )
         .agg(
