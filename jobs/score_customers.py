@@ -14,7 +14,7 @@ import sys
 from typing import Any
 
 from jobs.segment_customers import _date
-from segmentation.config import apply_overrides, load_config, validate_config
+from segmentation.config import INPUT_FORMATS, apply_overrides, load_config, validate_config
 from segmentation.errors import SegmentationError, root_cause
 
 log = logging.getLogger("jobs.score_customers")
@@ -33,7 +33,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--config", help="YAML job config: input layout and cleaning (as for segment-customers)"
     )
     parser.add_argument("--input", help="transactions to score (overrides input.path)")
-    parser.add_argument("--input-format", choices=["csv", "parquet"], help="overrides input.format")
+    parser.add_argument("--input-format", choices=list(INPUT_FORMATS), help="overrides input.format")
     parser.add_argument("--output", required=True, help="output root of the scored segments")
     parser.add_argument(
         "--scoring-date", type=_date, help="YYYY-MM-DD (default: the day after the latest transaction)"

@@ -1,6 +1,7 @@
 """spark-submit entry point: raw transactions -> published customer segments for one snapshot.
 
     segment-customers --config conf/online_retail.yaml
+    segment-customers --config my.yaml --check      # a dry run: what would be read and rejected
     spark-submit jobs/segment_customers.py --config conf/online_retail.yaml --k-min 2 --k-max 8
 
 Without --config it runs on the bundled Online Retail data with the defaults.
@@ -14,7 +15,8 @@ import logging
 import sys
 from typing import Any
 
-from segmentation.config import apply_overrides, load_config, validate_config
+from segmentation.check import CHECK_ROWS
+from segmentation.config import INPUT_FORMATS, apply_overrides, load_config, validate_config
 from segmentation.errors import SegmentationError, root_cause
 from segmentation.publish import TABLES
 
@@ -48,13 +50,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--config", help="YAML job config (default: bundled Online Retail data and defaults)")
     parser.add_argument("--input", help="input file, folder or glob (overrides input.path)")
-    parser.add_argument("--input-format", choices=["csv", "parquet"], help="overrides input.format")
+    parser.add_argument("--input-format", choices=list(INPUT_FORMATS), help="overrides input.format")
     parser.add_argument("--output", help="output root (overrides output.path)")
     parser.add_argument("--snapshot-date", type=_date, help="YYYY-MM-DD; lines on or after it are set aside")
     parser.add_argument("--k", type=_int_at_least(2), help="fixed number of segments (no sweep)")
     parser.add_argument("--k-min", type=_int_at_least(2), help="smallest k of the sweep")
     parser.add_argument("--k-max", type=_int_at_least(2), help="largest k of the sweep")
     parser.add_argument("--seed", type=_int_at_least(0), help="KMeans seed (overrides model.seed)")
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="dry run: read a seeded sample, print the mapping, formats, parsed rows and would-be rejects; "
+        "write nothing (exit 0 when the run would start, 2 otherwise)",
+    )
+    parser.add_argument(
+        "--check-rows",
+        type=_int_at_least(1),
+        default=CHECK_ROWS,
+        help="rows of the --check sample (default %(default)s)",
+    )
     parser.add_argument("--verbose", action="store_true", help="debug logs and Spark INFO logs")
     args = parser.parse_args(argv)
     if args.k is not None and (args.k_min is not None or args.k_max is not None):
@@ -136,6 +150,9 @@ def main(argv: list[str] | None = None) -> int:
     spark = None
     try:
         cfg = job_config(args)
+        if args.check:
+            spark = build_spark("segment-customers-check", verbose=args.verbose)
+            return _check(spark, cfg, args.check_rows)
         from segmentation.catalog import hive_conf
 
         spark = build_spark(
@@ -161,6 +178,18 @@ def main(argv: list[str] | None = None) -> int:
         if spark is not None:
             spark.stop()
     print("\n".join(summary_lines(manifest)))
+    return 0
+
+
+def _check(spark, cfg: dict[str, Any], rows: int) -> int:
+    from segmentation.check import check_input
+
+    result = check_input(spark, cfg, rows)
+    print("\n".join(result.lines))
+    if not result.ok:
+        print(f"segment-customers: check failed: {result.problem}", file=sys.stderr)
+        return 2
+    print("Check passed: the run would start (nothing was written).")
     return 0
 
 

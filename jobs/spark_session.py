@@ -8,6 +8,8 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 from pyspark.sql import SparkSession
@@ -49,6 +51,39 @@ def require_java(minimum: int = 17) -> None:
             )
 
 
+#: What the JVM prints at start that tells a user nothing: Spark 4's launcher always adds the incubating vector
+#: module, and Java announces it on stderr (no flag turns that off).
+JVM_NOISE = (b"WARNING: Using incubator modules",)
+
+
+@contextmanager
+def jvm_stderr_filtered():
+    """While the JVM starts, its stderr is a pipe read by a thread that forwards every line but `JVM_NOISE`
+    to this process's stderr (the JVM keeps the pipe for its life; this process gets its own stderr back)."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no usable stderr: nothing to filter
+        yield
+        return
+    read_fd, write_fd = os.pipe()
+    os.dup2(write_fd, 2)
+    os.close(write_fd)
+
+    def forward() -> None:
+        with os.fdopen(read_fd, "rb") as pipe:
+            for line in pipe:
+                if not line.startswith(JVM_NOISE):
+                    os.write(saved, line)
+
+    threading.Thread(target=forward, name="jvm-stderr", daemon=True).start()
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+
+
 def build_spark(app_name: str, verbose: bool = False, conf: dict[str, str] | None = None) -> SparkSession:
     """A SparkSession: the master from spark-submit when run through it, else local[*]; quiet logs by default.
     `conf`: extra settings (e.g. the Hive catalog of `segmentation.catalog.hive_conf`)."""
@@ -68,7 +103,11 @@ def build_spark(app_name: str, verbose: bool = False, conf: dict[str, str] | Non
     for key, value in (conf or {}).items():
         builder = builder.config(key, value)
     try:
-        spark = builder.getOrCreate()
+        if "PYSPARK_GATEWAY_PORT" in os.environ:  # spark-submit started the JVM (and printed what it prints)
+            spark = builder.getOrCreate()
+        else:
+            with jvm_stderr_filtered():
+                spark = builder.getOrCreate()
     except Exception as exc:  # noqa: BLE001 - a JVM that does not start is an environment problem
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise SparkEnvironmentError(f"Spark could not start: {first}. Check Java: {JAVA_HINT}") from exc

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import os
+import posixpath
+import re
 from pathlib import Path
 from typing import Any
 
@@ -36,14 +39,21 @@ METHODS = ("kmeans", "bisecting_kmeans", "gaussian_mixture")
 #: `input.kind`: a transaction log aggregated per customer, or a table with one row per customer.
 INPUT_KINDS = ("transactions", "customers")
 
+#: `input.format`: what Spark reads natively (JSON: one object per line).
+INPUT_FORMATS = ("csv", "parquet", "orc", "json")
+
 DEFAULTS: dict[str, Any] = {
     "input": {
         "kind": "transactions",
         "path": BUNDLED_INPUT,
         "format": "parquet",
-        "timestamp_format": "yyyy-MM-dd HH:mm:ss",
+        # auto: the first of `timestamps.CANDIDATES` that parses most of a seeded sample (README "Your own
+        # data"); or an explicit Spark pattern, `iso8601`, `epoch_seconds` / `_millis` / `_micros` / `_nanos`
+        "timestamp_format": "auto",
         "time_zone": "UTC",
-        "csv": {"delimiter": ",", "encoding": "UTF-8"},
+        # decimal: "." or "," (a European file: 2,55; thousands separators "." are then allowed in groups of 3);
+        # multiline: quoted fields may hold line breaks (each file is then read by one task)
+        "csv": {"delimiter": ",", "encoding": "UTF-8", "decimal": ".", "multiline": False},
         "columns": {
             "customer_id": "CustomerID",
             "order_id": "InvoiceNo",
@@ -112,6 +122,9 @@ DEFAULTS: dict[str, Any] = {
     },
     # report: the HTML report and its figures under reports/ (off: tables, model and manifest only)
     "output": {"path": "output", "report": True},
+    # names in absolute terms too: a segment whose median customer last ordered more than lapsed_days ago is
+    # "Lost" (at most lost_max_orders orders) or "Lapsed", whatever the quartiles of the data
+    "naming": {"lapsed_days": 365, "lost_max_orders": 1},
     # stable segment ids: a new center within this distance (scaled space) of a previous one is the same segment
     "identity": {"max_distance": 1.0},
     # external tables over the output in a Hive metastore (a persistent local Derby database by default)
@@ -156,7 +169,12 @@ def load_config(path: str | Path | None) -> dict[str, Any]:
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError(f"config file {path} must hold a mapping at the top level")
-    return _merge(DEFAULTS, raw)
+    merged = _merge(DEFAULTS, raw)
+    given = (raw.get("input") or {}).get("columns") if isinstance(raw.get("input"), dict) else None
+    if given:
+        # the user's mapping is the mapping: a role it does not name is not mapped (no built-in default under it)
+        merged["input"]["columns"] = {role: given.get(role) for role in DEFAULTS["input"]["columns"]}
+    return merged
 
 
 def apply_overrides(cfg: dict[str, Any], **overrides: Any) -> dict[str, Any]:
@@ -198,8 +216,13 @@ def validate_config(cfg: dict[str, Any]) -> dict[str, Any]:
     inp = cfg["input"]
     if not inp.get("path"):
         raise ConfigError("input.path is required")
-    if inp["format"] not in ("csv", "parquet"):
-        raise ConfigError(f"input.format must be 'csv' or 'parquet', got {inp['format']!r}")
+    if inp["format"] not in INPUT_FORMATS:
+        raise ConfigError(f"input.format must be one of {', '.join(INPUT_FORMATS)}, got {inp['format']!r}")
+    _validate_csv(inp["csv"], "input.csv")
+    if not isinstance(inp["timestamp_format"], str) or not inp["timestamp_format"].strip():
+        raise ConfigError(
+            f"input.timestamp_format must be 'auto' or a pattern, got {inp['timestamp_format']!r}"
+        )
     if inp["kind"] not in INPUT_KINDS:
         raise ConfigError(f"input.kind must be one of {', '.join(INPUT_KINDS)}, got {inp['kind']!r}")
     snap = cfg.get("snapshot_date")
@@ -210,14 +233,16 @@ def validate_config(cfg: dict[str, Any]) -> dict[str, Any]:
             cfg["snapshot_date"] = dt.date.fromisoformat(str(snap)).isoformat()
         except ValueError as exc:
             raise ConfigError(f"snapshot date must be YYYY-MM-DD, got {snap!r}") from exc
+    _check_output_outside_input(cfg)
     if inp["kind"] == "customers":
         return _validate_customers(cfg)
     cols = inp["columns"]
     if not cols.get("customer_id") or not cols.get("timestamp"):
         raise ConfigError("input.columns.customer_id and input.columns.timestamp are required")
-    has_qp = bool(cols.get("quantity")) and bool(cols.get("unit_price"))
     has_amount = bool(cols.get("amount"))
-    if has_qp == has_amount:
+    some_qp = bool(cols.get("quantity")) or bool(cols.get("unit_price"))
+    all_qp = bool(cols.get("quantity")) and bool(cols.get("unit_price"))
+    if (has_amount and some_qp) or (not has_amount and not all_qp):
         raise ConfigError(
             "map either input.columns.quantity + input.columns.unit_price or input.columns.amount "
             f"(got quantity={cols.get('quantity')!r}, unit_price={cols.get('unit_price')!r}, "
@@ -234,8 +259,10 @@ def validate_config(cfg: dict[str, Any]) -> dict[str, Any]:
     demo = inp["demographics"]
     demo_numeric: list[str] = []
     if demo.get("path"):
-        if demo["format"] not in ("csv", "parquet"):
-            raise ConfigError(f"input.demographics.format must be 'csv' or 'parquet', got {demo['format']!r}")
+        if demo["format"] not in INPUT_FORMATS:
+            raise ConfigError(
+                f"input.demographics.format must be one of {', '.join(INPUT_FORMATS)}, got {demo['format']!r}"
+            )
         if not demo.get("customer_id"):
             raise ConfigError("input.demographics.customer_id is required")
         demo_numeric = _names(demo["features"], "input.demographics.features")
@@ -256,6 +283,61 @@ def validate_config(cfg: dict[str, Any]) -> dict[str, Any]:
     prep["log1p"] = [f for f in (prep["log1p"] or []) if f in features]
     _check_caps(prep)
     return _validate_model_and_output(cfg)
+
+
+def _validate_csv(csv: dict[str, Any], key: str) -> None:
+    if not isinstance(csv["delimiter"], str) or len(csv["delimiter"]) != 1:
+        raise ConfigError(f"{key}.delimiter must be one character, got {csv['delimiter']!r}")
+    if csv["decimal"] not in (".", ","):
+        raise ConfigError(f"{key}.decimal must be '.' or ',', got {csv['decimal']!r}")
+    if csv["decimal"] == csv["delimiter"]:
+        raise ConfigError(f"{key}.decimal and {key}.delimiter cannot both be {csv['delimiter']!r}")
+    if not isinstance(csv["multiline"], bool):
+        raise ConfigError(f"{key}.multiline must be true or false, got {csv['multiline']!r}")
+    if not isinstance(csv["encoding"], str) or not csv["encoding"]:
+        raise ConfigError(f"{key}.encoding must name a character set (UTF-8, ISO-8859-1, ...)")
+
+
+_GLOB = re.compile(r"[*?\[{]")
+
+
+def _location(path: str) -> tuple[str, str]:
+    """(scheme, absolute path) of a file, folder or glob: a glob stands for the folder above its first wildcard."""
+    match = re.match(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://([^/]*)(.*)$", path)
+    scheme, rest = (f"{match.group(1)}://{match.group(2)}", match.group(3)) if match else ("", path)
+    if scheme.startswith("file://"):
+        scheme = ""
+    wildcard = _GLOB.search(rest)
+    if wildcard:
+        rest = rest[: wildcard.start()].rsplit("/", 1)[0] or "/"
+    if not scheme:
+        rest = os.path.abspath(os.path.expanduser(rest))
+    return scheme, posixpath.normpath(rest)
+
+
+def _inside(path: tuple[str, str], root: tuple[str, str]) -> bool:
+    return path[0] == root[0] and (path[1] == root[1] or path[1].startswith(root[1].rstrip("/") + "/"))
+
+
+def _check_output_outside_input(cfg: dict[str, Any]) -> None:
+    """Refuse an output equal to, inside or containing an input, before anything is read or written."""
+    if not cfg["output"].get("path"):
+        raise ConfigError("output.path is required")
+    output = _location(str(cfg["output"]["path"]))
+    inputs = [
+        ("input.path", cfg["input"]["path"]),
+        ("input.demographics.path", cfg["input"]["demographics"]["path"]),
+    ]
+    for key, value in inputs:
+        if not value:
+            continue
+        source = _location(str(value))
+        if _inside(output, source) or _inside(source, output):
+            where = "is" if output == source else ("is inside" if _inside(output, source) else "contains")
+            raise ConfigError(
+                f"output path {cfg['output']['path']} {where} the input ({key} {value}): "
+                "choose an output folder outside the input"
+            )
 
 
 def _names(value: Any, key: str) -> list[str]:
@@ -359,6 +441,8 @@ def _validate_model_and_output(cfg: dict[str, Any]) -> dict[str, Any]:
         model[name] = float(value)
     if model["outliers"] not in ("exclude", "keep"):
         raise ConfigError(f"model.outliers must be 'exclude' or 'keep', got {model['outliers']!r}")
+    _positive_int(cfg["naming"]["lapsed_days"], "naming.lapsed_days", 1)
+    _positive_int(cfg["naming"]["lost_max_orders"], "naming.lost_max_orders", 1)
     max_distance = cfg["identity"]["max_distance"]
     if isinstance(max_distance, bool) or not isinstance(max_distance, (int, float)) or max_distance < 0:
         raise ConfigError(f"identity.max_distance must be a number >= 0, got {max_distance!r}")

@@ -20,10 +20,9 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from segmentation.errors import InputError
-from segmentation.io import CORRUPT_COLUMN, _check_exists, _read_csv, check_mapped_columns, col
+from segmentation.io import CORRUPT_COLUMN, check_mapped_columns, col, read_input
 from segmentation.prepare import PREPARED_SUFFIX, capping_bounds, preparation_pipeline
-from segmentation.validate import normalize_customer_id, strip
+from segmentation.validate import customer_id_column, decimal_mark, decimal_point_text, strip
 
 #: Every reason a customer row can be rejected for, in the order they are checked.
 CUSTOMER_REJECT_REASONS = (
@@ -44,15 +43,7 @@ def internal_names(input_cfg: dict[str, Any]) -> dict[str, str]:
 
 def read_customer_table(spark: SparkSession, input_cfg: dict[str, Any]) -> DataFrame:
     """Read the customer table (CSV as strings, or Parquet) and check every configured column exists."""
-    path, fmt = str(input_cfg["path"]), input_cfg["format"]
-    _check_exists(spark, path)
-    try:
-        if fmt == "csv":
-            df = _read_csv(spark, path, input_cfg.get("csv") or {})
-        else:
-            df = spark.read.parquet(path).withColumn(CORRUPT_COLUMN, F.lit(None).cast("string"))
-    except Exception as exc:  # noqa: BLE001 - unreadable input: say why in one line
-        raise InputError(f"cannot read {fmt} input {path}: {type(exc).__name__}") from exc
+    df = read_input(spark, input_cfg)
     roles = {"customer_id": input_cfg["columns"]["customer_id"]}
     roles.update({f"feature {n!r}": n for n in input_cfg["features"]})
     roles.update({f"categorical {n!r}": n for n in input_cfg["categorical"]})
@@ -60,10 +51,10 @@ def read_customer_table(spark: SparkSession, input_cfg: dict[str, Any]) -> DataF
     return df
 
 
-def _as_double(c, data_type: T.DataType):
+def _as_double(c, data_type: T.DataType, decimal: str = "."):
     if isinstance(data_type, T.NumericType):
         return c.cast("double")
-    return F.when(strip(c) == "", None).otherwise(strip(c).try_cast("double"))
+    return F.when(strip(c) == "", None).otherwise(decimal_point_text(strip(c), decimal).try_cast("double"))
 
 
 def classify_customer_rows(df: DataFrame, input_cfg: dict[str, Any]) -> DataFrame:
@@ -76,9 +67,9 @@ def classify_customer_rows(df: DataFrame, input_cfg: dict[str, Any]) -> DataFram
     """
     types = {f.name: f.dataType for f in df.schema.fields}
     names = internal_names(input_cfg)
-    parsed = df.withColumn("customer_id", normalize_customer_id(col(input_cfg["columns"]["customer_id"])))
+    parsed = df.withColumn("customer_id", customer_id_column(df, input_cfg["columns"]["customer_id"]))
     for name in input_cfg["features"]:
-        parsed = parsed.withColumn(names[name], _as_double(col(name), types[name]))
+        parsed = parsed.withColumn(names[name], _as_double(col(name), types[name], decimal_mark(input_cfg)))
     for name in input_cfg["categorical"]:
         value = strip(col(name))
         parsed = parsed.withColumn(names[name], F.when(value == "", None).otherwise(value))

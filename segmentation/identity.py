@@ -23,7 +23,7 @@ from pyspark.sql import types as T
 from scipy.optimize import linear_sum_assignment
 
 from segmentation.io import local_dataframe
-from segmentation.profile import candidate_names
+from segmentation.profile import name_segments
 from segmentation.publish import SnapshotPublisher
 
 log = logging.getLogger(__name__)
@@ -159,25 +159,14 @@ def stable_order(
 
 
 def name_segments_keeping(
-    medians_by_segment: dict[int, dict[str, float]], quartiles: dict[str, tuple], kept: dict[int, str]
+    medians_by_segment: dict[int, dict[str, float]],
+    quartiles: dict[str, tuple],
+    kept: dict[int, str],
+    naming: dict | None = None,
 ) -> dict[int, str]:
     """Matched segments keep their previous names; the others are named by the rules (README), in id order,
-    skipping names already taken."""
-    names = {sid: kept[sid] for sid in medians_by_segment if sid in kept}
-    used = set(names.values())
-    for sid in sorted(medians_by_segment):
-        if sid in names:
-            continue
-        candidates = candidate_names(medians_by_segment[sid], quartiles)
-        name = next((c for c in candidates if c not in used), None)
-        if name is None:
-            n = 2
-            while f"{candidates[0]} ({n})" in used:
-                n += 1
-            name = f"{candidates[0]} ({n})"
-        names[sid] = name
-        used.add(name)
-    return names
+    skipping names already taken (`profile.name_segments`)."""
+    return name_segments(medians_by_segment, quartiles, naming, kept=kept)
 
 
 def transitions_table(

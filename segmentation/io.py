@@ -1,15 +1,17 @@
 """I/O stage: read the raw transaction log, and the file-system operations that publishing needs.
 
 Reading hands the validate stage a DataFrame of the input's original columns plus `_corrupt_record` (the raw
-line of a CSV row whose field count does not match the header; always null for Parquet). Nothing is inferred
-from the data: CSV columns are read as strings with an explicit schema built from the header.
+line of a CSV row whose field count does not match the header, or of a JSON line that is no object; always null
+for Parquet and ORC). Nothing is inferred from the data: CSV and JSON values are read as strings (CSV with an
+explicit schema built from the header); Parquet and ORC keep their types, nanosecond timestamps (pandas,
+pyarrow) as their integer count, which the timestamp formats read as `epoch_nanos`.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -26,6 +28,16 @@ def quoted(name: str) -> str:
 def col(name: str):
     """`F.col` for any column name, including ones with spaces or dots."""
     return F.col(quoted(name))
+
+
+#: What `strip` removes from both ends: Java's `\s` (space, tab, newline, vertical tab, form feed, return).
+WHITE_SPACE = " \t\n\x0b\f\r"
+
+
+def strip(c: Column) -> Column:
+    """The value as a string without leading or trailing white space (tabs and newlines too, not only spaces).
+    `btrim` with a character set: the same as a `^\\s+|\\s+$` regex, without a regex per value."""
+    return F.btrim(c.cast("string"), F.lit(WHITE_SPACE))
 
 
 def local_dataframe(spark: SparkSession, rows: list[tuple], schema: T.StructType) -> DataFrame:
@@ -110,19 +122,45 @@ def _check_exists(spark: SparkSession, path: str) -> None:
 
 def read_transactions(spark: SparkSession, input_cfg: dict[str, Any]) -> DataFrame:
     """Read the configured input (a file, folder or glob) with every mapped column checked to exist."""
+    df = read_input(spark, input_cfg)
+    check_mapped_columns(df, input_cfg["columns"])
+    return df
+
+
+def read_input(spark: SparkSession, input_cfg: dict[str, Any]) -> DataFrame:
+    """The input's rows in `input.format`, plus `_corrupt_record`; one clear line when it cannot be read."""
     path, fmt = str(input_cfg["path"]), input_cfg["format"]
     _check_exists(spark, path)
     try:
         if fmt == "csv":
-            df = _read_csv(spark, path, input_cfg.get("csv") or {})
-        else:
-            df = spark.read.parquet(path).withColumn(CORRUPT_COLUMN, F.lit(None).cast("string"))
+            return _read_csv(spark, path, input_cfg.get("csv") or {})
+        if fmt == "json":
+            return _read_json(spark, path)
+        if fmt == "parquet":
+            # pandas and pyarrow write TIMESTAMP(NANOS), which Spark refuses as a type: read as the count
+            spark.conf.set("spark.sql.legacy.parquet.nanosAsLong", "true")
+        return spark.read.format(fmt).load(path).withColumn(CORRUPT_COLUMN, F.lit(None).cast("string"))
     except InputError:
         raise
     except Exception as exc:  # noqa: BLE001 - unreadable input: say why in one line
         raise InputError(f"cannot read {fmt} input {path}: {root_cause(exc)}") from exc
-    check_mapped_columns(df, input_cfg["columns"])
-    return df
+
+
+def _read_json(spark: SparkSession, path: str) -> DataFrame:
+    """JSON lines, every value as a string (numbers as written), a line that is no object in `_corrupt_record`."""
+    reader = spark.read.options(
+        primitivesAsString=True, mode="PERMISSIVE", columnNameOfCorruptRecord=CORRUPT_COLUMN
+    )
+    inferred = reader.json(path).schema
+    fields = [f for f in inferred.fields if f.name != CORRUPT_COLUMN]
+    if not fields:
+        raise InputError(f"input has no JSON object with fields: {path}")
+    schema = T.StructType(fields + [T.StructField(CORRUPT_COLUMN, T.StringType(), True)])
+    return reader.schema(schema).json(path)
+
+
+#: A byte-order mark some writers (Excel, PowerShell) put before the header; Spark keeps it in the first name.
+BOM = "\ufeff"
 
 
 def _read_csv(spark: SparkSession, path: str, csv_cfg: dict[str, Any]) -> DataFrame:
@@ -130,13 +168,18 @@ def _read_csv(spark: SparkSession, path: str, csv_cfg: dict[str, Any]) -> DataFr
         "header": True,
         "sep": csv_cfg.get("delimiter", ","),
         "encoding": csv_cfg.get("encoding", "UTF-8"),
+        # quoted fields may span lines; without it every physical line is a row
+        "multiLine": bool(csv_cfg.get("multiline", False)),
         # keep values exactly as written: no trimming, no null markers other than an empty field
         "ignoreLeadingWhiteSpace": False,
         "ignoreTrailingWhiteSpace": False,
+        # the header gives the names (by position), whatever a file's first line says
+        "enforceSchema": True,
     }
     header = spark.read.options(**options).csv(path).columns
     if not header:
         raise InputError(f"input has no header row: {path}")
+    header = [header[0].removeprefix(BOM), *header[1:]]
     schema = T.StructType(
         [T.StructField(name, T.StringType(), True) for name in header]
         + [T.StructField(CORRUPT_COLUMN, T.StringType(), True)]
@@ -148,6 +191,13 @@ def _read_csv(spark: SparkSession, path: str, csv_cfg: dict[str, Any]) -> DataFr
         .schema(schema)
         .csv(path)
     )
+
+
+def seeded_sample(df: DataFrame, rows: int, seed: int) -> DataFrame:
+    """About `rows` rows drawn evenly from the whole input with `seed` (the same rows on every run)."""
+    total = df.count()
+    fraction = min(1.0, 1.2 * rows / total) if total else 1.0
+    return df.sample(withReplacement=False, fraction=fraction, seed=seed).limit(rows)
 
 
 def original_columns(df: DataFrame) -> list[str]:

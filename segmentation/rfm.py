@@ -64,12 +64,14 @@ SEGMENT_ACTIONS = {
     "At risk": "Used to buy well, now quiet: personalised win-back offers before they churn.",
     "Hibernating": "Low value and long gone: occasional low-cost reactivation only.",
     "Needs attention": "Average customers slipping: targeted, time-limited offers to re-engage.",
+    "Lapsed": "Bought more than once, then nothing for over a year: one strong win-back offer, then let go.",
+    "Lost": "One order, over a year ago: at most one low-cost revival campaign; do not spend more.",
 }
 
 
 def segment_action(name: str) -> str:
-    """The action for a KMeans segment name (a repeated name like "At risk (2)" shares its base's action)."""
-    base = name.split(" (")[0]
+    """The action for a KMeans segment name ("At risk (2)" and "Lost, high value" share their base's action)."""
+    base = name.split(" (")[0].split(",")[0]
     return SEGMENT_ACTIONS.get(base, "Review the profile before acting.")
 
 

@@ -37,11 +37,10 @@ from segmentation.customers import (
 )
 from segmentation.diagnostics import compare_methods, elbow_df, model_manifest, select_k
 from segmentation.diagnostics import elbow_rows as elbow_rows_of
-from segmentation.errors import InputError, ModelError
-from segmentation.features import EXCLUDED_REASONS, customer_features_from_orders, with_line_kind
+from segmentation.errors import ModelError
+from segmentation.features import EXCLUDED_REASONS, customer_features_from_orders
 from segmentation.identity import (
     identity_reference,
-    name_segments_keeping,
     previous_snapshot,
     stable_order,
     transitions_table,
@@ -63,15 +62,11 @@ from segmentation.publish import SnapshotPublisher
 from segmentation.report import collect_report_data, write_report
 from segmentation.rfm import RFM_ACTIONS, rfm_breakpoints, rfm_segment_profiles, with_rfm_scores
 from segmentation.run_customers import run_customer_segmentation
+from segmentation.source import ordered_counts, validated_ledger
+from segmentation.timestamps import resolve_timestamp_format
 from segmentation.validate import (
-    PARTITION_KEY,
-    REJECT_REASONS,
-    classify_weighted,
-    ledger,
     ledger_orders,
     ledger_rejects,
-    ledger_summary,
-    with_after_snapshot_reason,
 )
 
 log = logging.getLogger(__name__)
@@ -108,10 +103,6 @@ def _output_files(spark: SparkSession, rows: int, rows_per_file: int) -> int:
     return max(by_size, min(spark.sparkContext.defaultParallelism, rows // 100_000))
 
 
-def _ordered_counts(counts: dict[str, int], order: tuple[str, ...]) -> dict[str, int]:
-    return {reason: counts[reason] for reason in order if counts.get(reason)}
-
-
 def run_segmentation(spark: SparkSession, cfg: dict[str, Any], run_id: str | None = None) -> dict[str, Any]:
     """Run the whole job for one snapshot and publish it; returns the manifest."""
     run_id = run_id or new_run_id()
@@ -132,47 +123,15 @@ def run_segmentation(spark: SparkSession, cfg: dict[str, Any], run_id: str | Non
         with timer.stage("read"):
             raw_df = read_transactions(spark, inp)
             originals = original_columns(raw_df)
+            inp, detected_format = resolve_timestamp_format(raw_df, inp, int(model_cfg["seed"]))
 
         with timer.stage("validate"):
-            drop_duplicates = cfg["cleaning"]["drop_duplicates"]
-            classified_df = classify_weighted(
-                raw_df, inp, drop_duplicates, originals, cluster_by_customer=True
-            )
-            if cfg.get("snapshot_date"):
-                snapshot_date = dt.date.fromisoformat(cfg["snapshot_date"])
-                classified_df = classified_df.transform(
-                    with_after_snapshot_reason, snapshot_date=snapshot_date.isoformat()
-                )
-            lines_df = classified_df.transform(
-                with_line_kind,
-                return_prefix=inp.get("return_order_prefix"),
-                has_order_id=bool(inp["columns"].get("order_id")),
-            )
-            # the lines summed per order and the rejects grouped: what later stages read, cached (the lines are not)
-            ledger_df = ledger(lines_df, originals, clustered_by=[PARTITION_KEY]).persist()
+            source = validated_ledger(raw_df, {**cfg, "input": inp}, originals)
+            ledger_df = source.ledger_df
             persisted.append(ledger_df)
-            input_rows, counts, latest = ledger_summary(ledger_df)
-            if input_rows == 0:
-                raise InputError(f"input has no rows: {inp['path']}")
-            if not cfg.get("snapshot_date"):
-                if latest is None:
-                    counts = _ordered_counts(counts, REJECT_REASONS)
-                    raise InputError(f"no input row was accepted ({input_rows} rows; rejects: {counts})")
-                snapshot_date = latest + dt.timedelta(days=1)
+            snapshot_date, input_rows = source.snapshot_date, source.input_rows
+            rejected, accepted_rows = source.rejected, source.accepted_rows
             publisher.snapshot_date = snapshot_date.isoformat()
-            rejected = _ordered_counts(counts, REJECT_REASONS)
-            accepted_rows = input_rows - sum(rejected.values())
-            log.info(
-                "snapshot %s: %d input rows, %d accepted, rejects %s",
-                snapshot_date,
-                input_rows,
-                accepted_rows,
-                rejected,
-            )
-            if accepted_rows == 0:
-                raise InputError(
-                    f"no input row was accepted before snapshot {snapshot_date} (rejects: {rejected})"
-                )
 
         with timer.stage("features"):
             orders_df = ledger_orders(ledger_df)
@@ -184,7 +143,7 @@ def run_segmentation(spark: SparkSession, cfg: dict[str, Any], run_id: str | Non
                 )
             customers_df = customers_df.persist()
             persisted.append(customers_df)
-            excluded = _ordered_counts(_count_by(customers_df, "excluded_reason"), EXCLUDED_REASONS)
+            excluded = ordered_counts(_count_by(customers_df, "excluded_reason"), EXCLUDED_REASONS)
             customers = customers_df.count()
             rfm_bp = rfm_breakpoints(customers_df.filter(F.col("frequency") > 0))
             clustered_df = (
@@ -230,7 +189,7 @@ def run_segmentation(spark: SparkSession, cfg: dict[str, Any], run_id: str | Non
                 persisted.append(customers_df)
                 clustered_df = clustered_df.join(outliers_df, "customer_id", "left_anti").persist()
                 persisted.append(clustered_df)
-                excluded = _ordered_counts(_count_by(customers_df, "excluded_reason"), EXCLUDED_REASONS)
+                excluded = ordered_counts(_count_by(customers_df, "excluded_reason"), EXCLUDED_REASONS)
                 clustered = clustered_df.count()
                 log.info("excluded %d outlier customer(s); refitting", excluded.get("outlier", 0))
                 if max(ks) > clustered:
@@ -265,11 +224,7 @@ def run_segmentation(spark: SparkSession, cfg: dict[str, Any], run_id: str | Non
             stats = segment_statistics(assigned_df)
             quartiles = feature_quartiles(clustered_df)
             medians = {int(s["segment_id"]): {f: s[f"median_{f}"] for f in FEATURE_COLUMNS} for s in stats}
-            names = (
-                name_segments_keeping(medians, quartiles, kept_names)
-                if kept_names
-                else name_segments(medians, quartiles)
-            )
+            names = name_segments(medians, quartiles, cfg["naming"], kept=kept_names)
             scaler = prep_model.stages[-1]
             original_centers = centers_in_original_units(
                 centers, list(scaler.mean), list(scaler.std), prep_cfg["features"], prep_cfg["log1p"]
@@ -307,6 +262,8 @@ def run_segmentation(spark: SparkSession, cfg: dict[str, Any], run_id: str | Non
             "snapshot_date": snapshot_date.isoformat(),
             "input_path": str(inp["path"]),
             "input_format": inp["format"],
+            "timestamp_format": inp["timestamp_format"],
+            "timestamp_format_detected": detected_format,
             "input_rows": input_rows,
             "accepted_rows": accepted_rows,
             "rejected_rows": rejected,
@@ -429,7 +386,7 @@ def _join_demographics(
     classified_df = classify_customer_rows(read_customer_table(spark, demo_cfg), demo_cfg).persist()
     persisted.append(classified_df)
     rows = classified_df.count()
-    rejected = _ordered_counts(_count_by(classified_df, "reject_reason"), CUSTOMER_REJECT_REASONS)
+    rejected = ordered_counts(_count_by(classified_df, "reject_reason"), CUSTOMER_REJECT_REASONS)
     accepted_df = accepted_customers(classified_df, demo_cfg)
     matched = customers_df.join(accepted_df, "customer_id", "left_semi").count()
     summary = {

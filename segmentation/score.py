@@ -24,6 +24,7 @@ from segmentation.io import HadoopFs, original_columns, read_transactions
 from segmentation.profile import SEGMENT_COLUMNS, with_segment_columns
 from segmentation.publish import SnapshotPublisher, absolute_output_path, published_snapshots
 from segmentation.rfm import with_rfm_scores
+from segmentation.timestamps import resolve_timestamp_format
 from segmentation.validate import (
     REJECT_REASONS,
     classify_rows,
@@ -117,6 +118,7 @@ def score_customers(
     try:
         raw_df = read_transactions(spark, inp)
         originals = original_columns(raw_df)
+        inp, _ = resolve_timestamp_format(raw_df, inp, int(cfg["model"]["seed"]))
         classified_df = classify_rows(raw_df, inp, cfg["cleaning"]["drop_duplicates"], originals).persist()
         persisted.append(classified_df)
         input_rows = classified_df.count()

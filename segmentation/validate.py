@@ -14,7 +14,8 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from segmentation.io import CORRUPT_COLUMN, col
+from segmentation.io import CORRUPT_COLUMN, WHITE_SPACE, col, strip  # noqa: F401 - WHITE_SPACE re-exported
+from segmentation.timestamps import parse_timestamp, resolve_timestamp_format
 
 #: Every reason a row can be rejected for, in the order they are checked.
 REJECT_REASONS = (
@@ -32,19 +33,20 @@ QUANTITY_TYPE = T.DecimalType(18, 3)
 MONEY_TYPE = T.DecimalType(18, 6)
 
 
-#: What `strip` removes from both ends: Java's `\s` (space, tab, newline, vertical tab, form feed, return).
-WHITE_SPACE = " \t\n\x0b\f\r"
-
-
-def strip(c: Column) -> Column:
-    """The value as a string without leading or trailing white space (tabs and newlines too, not only spaces).
-    `btrim` with a character set: the same as a `^\\s+|\\s+$` regex, without a regex per value."""
-    return F.btrim(c.cast("string"), F.lit(WHITE_SPACE))
-
-
-def normalize_customer_id(c: Column) -> Column:
+def normalize_customer_id(c: Column, data_type: T.DataType | None = None) -> Column:
     """Trimmed string id; `17850.0` becomes `17850`; empty becomes null. The common decimal form, digits and
-    `.0`, is cut without the replacing regex (about twice as fast); other values with a dot go through it."""
+    `.0`, is cut without the replacing regex (about twice as fast); other values with a dot go through it.
+    A typed column: whole floats and decimals as their integer digits (12345678.0 is `12345678`, never Spark's
+    `1.2345678E7`), integers as they are."""
+    if isinstance(data_type, T.IntegralType):
+        return c.cast("string")
+    if isinstance(data_type, (T.FloatType, T.DoubleType, T.DecimalType)):
+        whole = (
+            (c == F.floor(c)) & ~F.isnan(c) if not isinstance(data_type, T.DecimalType) else c == F.floor(c)
+        )
+        return F.when(whole, F.floor(c).try_cast(T.DecimalType(38, 0)).cast("string")).otherwise(
+            c.cast("string")
+        )
     trimmed = strip(c)
     whole = F.substring_index(trimmed, ".", 1)
     point_zero = trimmed.endswith(".0") & (F.length(trimmed) == F.length(whole) + 2) & whole.rlike(r"^\d+$")
@@ -55,6 +57,11 @@ def normalize_customer_id(c: Column) -> Column:
         .when(trimmed.contains("."), decimal_form)
         .otherwise(trimmed)
     )
+
+
+def customer_id_column(df: DataFrame, name: str) -> Column:
+    """`normalize_customer_id` of the input column `name`, by its type."""
+    return normalize_customer_id(col(name), df.schema[name].dataType)
 
 
 #: The column the job's validate stage shuffles the rows by (`with_partition_key`).
@@ -69,47 +76,49 @@ def with_partition_key(df: DataFrame, columns: dict[str, str | None]) -> DataFra
     duplicate check, the ledger's sums per order and the features stage's sums per customer all run in the
     tasks that hold the rows, with one shuffle for the three (the ledger is cached with that partitioning)."""
     spread = col(columns.get("order_id") or columns["timestamp"]).cast("string")
-    return df.withColumn("_customer_id", normalize_customer_id(col(columns["customer_id"]))).withColumn(
+    return df.withColumn("_customer_id", customer_id_column(df, columns["customer_id"])).withColumn(
         PARTITION_KEY,
         F.coalesce(F.col("_customer_id"), F.concat(F.lit("\u0000"), F.coalesce(spread, F.lit("")))),
     )
 
 
-#: The default `input.timestamp_format`, and the values written exactly in it (no white space around).
+#: The pattern of the bundled data and of most database exports (parsed by a cast where the shape is exact).
 ISO_FORMAT = "yyyy-MM-dd HH:mm:ss"
-ISO_SHAPE = r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$"
 
 
-def _parse_timestamp(c: Column, data_type: T.DataType, timestamp_format: str) -> Column:
-    """Strict parsing in `timestamp_format` (`try_to_timestamp` on the stripped value). For the default format,
-    a value of exactly its shape is cast instead: the same timestamp (or null), in any time zone, without the
-    formatter (several times slower); any other value still goes through the strict parser."""
-    if isinstance(data_type, (T.TimestampType, T.TimestampNTZType, T.DateType)):
-        return c.cast("timestamp")
-    strict = F.try_to_timestamp(strip(c), F.lit(timestamp_format))
-    if timestamp_format != ISO_FORMAT:
-        return strict
-    value = c.cast("string")
-    return F.when(value.rlike(ISO_SHAPE), value.try_cast("timestamp")).otherwise(strict)
+def decimal_point_text(c: Column, decimal: str) -> Column:
+    """A number written as text, with a "." as its decimal mark. `decimal` ",": a value written with a decimal
+    comma (`2,55`, `-1.234,5`); a "." is then only allowed as a thousands separator between groups of three
+    digits (anything else is null), so `2.55` is never silently read as 255."""
+    if decimal != ",":
+        return c
+    value = strip(c)
+    european = value.rlike(r"^[+-]?(\d{1,3}(\.\d{3})+|\d+)(,\d+)?$")
+    return F.when(european, F.regexp_replace(F.regexp_replace(value, r"\.", ""), ",", "."))
 
 
-def _parse_decimal(c: Column, data_type: T.DataType, target: T.DecimalType) -> Column:
+def _parse_decimal(c: Column, data_type: T.DataType, target: T.DecimalType, decimal: str = ".") -> Column:
     """A number as an exact decimal; null when it does not parse. A cast from a string ignores white space
     (every character up to U+0020) around the number by itself, so the value is not stripped first."""
+    if isinstance(data_type, T.StringType):
+        return decimal_point_text(c, decimal).try_cast(target)
     return c.try_cast(target)
 
 
-def with_parsed_columns(df: DataFrame, columns: dict[str, str | None], timestamp_format: str) -> DataFrame:
-    """Add the parsed, typed columns the later checks and features use; unparsable values become null."""
+def with_parsed_columns(
+    df: DataFrame, columns: dict[str, str | None], timestamp_format: str, decimal: str = "."
+) -> DataFrame:
+    """Add the parsed, typed columns the later checks and features use; unparsable values become null.
+    `timestamp_format`: a resolved format (`timestamps.parse_timestamp`), not `auto`."""
     types = {f.name: f.dataType for f in df.schema.fields}
     order_col = columns.get("order_id")
     parsed = df.withColumns(
         {
             "_customer_id": F.col("_customer_id")
             if "_customer_id" in df.columns
-            else normalize_customer_id(col(columns["customer_id"])),
+            else customer_id_column(df, columns["customer_id"]),
             "_order_id": strip(col(order_col)) if order_col else F.lit(None).cast("string"),
-            "_ts": _parse_timestamp(col(columns["timestamp"]), types[columns["timestamp"]], timestamp_format),
+            "_ts": parse_timestamp(col(columns["timestamp"]), types[columns["timestamp"]], timestamp_format),
         }
     )
     if columns.get("amount"):
@@ -118,17 +127,22 @@ def with_parsed_columns(df: DataFrame, columns: dict[str, str | None], timestamp
             {
                 "_quantity": F.lit(None).cast(QUANTITY_TYPE),
                 "_unit_price": F.lit(None).cast(MONEY_TYPE),
-                "_value": _parse_decimal(col(name), types[name], MONEY_TYPE),
+                "_value": _parse_decimal(col(name), types[name], MONEY_TYPE, decimal),
             }
         )
     qty, price = columns["quantity"], columns["unit_price"]
     parsed = parsed.withColumns(
         {
-            "_quantity": _parse_decimal(col(qty), types[qty], QUANTITY_TYPE),
-            "_unit_price": _parse_decimal(col(price), types[price], MONEY_TYPE),
+            "_quantity": _parse_decimal(col(qty), types[qty], QUANTITY_TYPE, decimal),
+            "_unit_price": _parse_decimal(col(price), types[price], MONEY_TYPE, decimal),
         }
     )
     return parsed.withColumn("_value", (F.col("_quantity") * F.col("_unit_price")).cast(T.DecimalType(38, 9)))
+
+
+def decimal_mark(input_cfg: dict[str, Any]) -> str:
+    """The decimal mark of the input's numbers written as text: `input.csv.decimal` for a CSV, else "."."""
+    return (input_cfg.get("csv") or {}).get("decimal", ".") if input_cfg.get("format") == "csv" else "."
 
 
 def with_reject_reason(df: DataFrame, amount_mode: bool) -> DataFrame:
@@ -206,12 +220,17 @@ def classify_weighted(
     `cluster_by_customer`: the rows are first shuffled by `with_partition_key`'s key, which `ledger` and the
     features stage then use."""
     columns = input_cfg["columns"]
+    # a caller that has not resolved `auto` (the job does, to log and record it) gets the same detection here
+    input_cfg, _ = resolve_timestamp_format(df, input_cfg, seed=0)
     if cluster_by_customer:
         df = df.transform(with_partition_key, columns=columns).repartition(F.col(PARTITION_KEY))
     if drop_duplicates:
         df = duplicate_groups(df, original_cols)
     classified = df.transform(
-        with_parsed_columns, columns=columns, timestamp_format=input_cfg["timestamp_format"]
+        with_parsed_columns,
+        columns=columns,
+        timestamp_format=input_cfg["timestamp_format"],
+        decimal=decimal_mark(input_cfg),
     ).transform(with_reject_reason, amount_mode=bool(columns.get("amount")))
     if drop_duplicates:
         return classified.transform(with_duplicate_reason)

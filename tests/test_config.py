@@ -51,8 +51,23 @@ def test_missing_config_file(tmp_path):
         ("model: {k_min: 5, k_max: 3}", "invalid k range: k_min 5 is greater than k_max 3"),
         ("model: {k: 1}", r"model.k must be an integer >= 2, got 1"),
         ("cleaning: {returns: sometimes}", "cleaning.returns must be 'net' or 'gross'"),
-        ("input: {format: json}", "input.format must be 'csv' or 'parquet'"),
-        ("input: {columns: {amount: Total}}", "map either input.columns.quantity"),
+        ("input: {format: xml}", "input.format must be one of csv, parquet, orc, json, got 'xml'"),
+        (
+            "input: {columns: {customer_id: C, timestamp: T, quantity: Q, amount: Total}}",
+            "map either input.columns.quantity",
+        ),
+        # the user's mapping is the mapping: no built-in default fills a role it leaves out
+        (
+            "input: {columns: {amount: Total}}",
+            "input.columns.customer_id and input.columns.timestamp are required",
+        ),
+        ("input: {csv: {decimal: ';'}}", "input.csv.decimal must be '.' or ',', got ';'"),
+        (
+            "input: {csv: {delimiter: ',', decimal: ','}}",
+            "input.csv.decimal and input.csv.delimiter cannot both",
+        ),
+        ("input: {csv: {multiline: maybe}}", "input.csv.multiline must be true or false, got 'maybe'"),
+        ("input: {columns: {colour: C}}", "unknown config key 'input.columns.colour'"),
         ("prepare: {features: [age]}", "unknown feature 'age'"),
         ("prepare: {cap_quantiles: [0.9, 0.1]}", "cap_quantiles must be"),
         ("snapshot_date: 2011-13-01", r"invalid value: month must be in 1..12 \(dates are YYYY-MM-DD\)"),
@@ -81,10 +96,19 @@ def test_invalid_values_are_explained(tmp_path, yaml_text, message):
 
 def test_amount_mapping_replaces_quantity_and_price(tmp_path):
     path = tmp_path / "c.yaml"
-    path.write_text("input:\n  columns: {quantity: null, unit_price: null, amount: 'Order Total'}\n")
+    path.write_text("input:\n  columns: {customer_id: Customer, timestamp: When, amount: 'Order Total'}\n")
     cfg = validate_config(load_config(path))
-    assert cfg["input"]["columns"]["amount"] == "Order Total"
-    assert cfg["input"]["columns"]["quantity"] is None
+    # only the roles the mapping names are mapped: no quantity, price or order id from the built-in defaults
+    assert cfg["input"]["columns"] == {
+        "customer_id": "Customer",
+        "order_id": None,
+        "timestamp": "When",
+        "quantity": None,
+        "unit_price": None,
+        "amount": "Order Total",
+    }
+    # without input.columns the built-in (Online Retail) mapping applies
+    assert validate_config(load_config(None))["input"]["columns"]["order_id"] == "InvoiceNo"
 
 
 def test_command_line_overrides_config(tmp_path):
