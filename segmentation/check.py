@@ -51,6 +51,11 @@ def _table(rows: list[dict[str, Any]]) -> list[str]:
     return out
 
 
+def _plain(number) -> str | None:
+    """A decimal as written by a person: 4, 2.55 (no trailing zeros, no exponent)."""
+    return None if number is None else f"{number.normalize():f}"
+
+
 def _input_lines(inp: dict[str, Any], total: int, sampled: int) -> list[str]:
     lines = [
         f"Input: {inp['path']} ({inp['format']}, kind {inp['kind']}): {total:,} rows, {sampled:,} sampled"
@@ -75,6 +80,15 @@ def _counts(classified_df: DataFrame) -> dict[str, int]:
     return {r["reject_reason"]: int(r["count"]) for r in rows if r["reject_reason"] is not None}
 
 
+def _sample(raw_df: DataFrame, inp: dict[str, Any], rows: int, seed: int) -> tuple[DataFrame, int, int]:
+    """(the cached seeded sample, the input's rows, the sample's rows); an empty input is an error."""
+    total = raw_df.count()
+    if total == 0:
+        raise InputError(f"input has no rows: {inp['path']}")
+    sample_df = seeded_sample(raw_df, rows, seed, total=total).cache()
+    return sample_df, total, sample_df.count()
+
+
 def check_input(spark: SparkSession, cfg: dict[str, Any], rows: int = CHECK_ROWS) -> CheckResult:
     """Read a seeded sample of the configured input and describe what the job would do with it."""
     inp = cfg["input"]
@@ -83,12 +97,8 @@ def check_input(spark: SparkSession, cfg: dict[str, Any], rows: int = CHECK_ROWS
         return _check_customers(spark, cfg, rows, seed)
     raw_df = read_transactions(spark, inp)
     originals = original_columns(raw_df)
-    total = raw_df.count()
-    if total == 0:
-        raise InputError(f"input has no rows: {inp['path']}")
-    sample_df = seeded_sample(raw_df, rows, seed).cache()
+    sample_df, total, sampled = _sample(raw_df, inp, rows, seed)
     try:
-        sampled = sample_df.count()
         resolved, detected = resolve_timestamp_format(raw_df, inp, seed, sample_df=sample_df)
         result = CheckResult(_input_lines(inp, total, sampled))
         mapped = {role: name for role, name in inp["columns"].items() if name}
@@ -111,10 +121,8 @@ def check_input(spark: SparkSession, cfg: dict[str, Any], rows: int = CHECK_ROWS
                     "customer_id": r["_customer_id"],
                     "order_id": r["_order_id"],
                     "timestamp": r["_ts"],
-                    "quantity": None
-                    if r["_quantity"] is None
-                    else f"{r['_quantity']:f}".rstrip("0").rstrip("."),
-                    "unit_price": None if r["_unit_price"] is None else f"{r['_unit_price']:f}".rstrip("0"),
+                    "quantity": _plain(r["_quantity"]),
+                    "unit_price": _plain(r["_unit_price"]),
                     "value": f"{r['_value']:.2f}",
                 }
                 for r in examples
@@ -138,13 +146,8 @@ def check_input(spark: SparkSession, cfg: dict[str, Any], rows: int = CHECK_ROWS
 
 def _check_customers(spark: SparkSession, cfg: dict[str, Any], rows: int, seed: int) -> CheckResult:
     inp = cfg["input"]
-    raw_df = read_customer_table(spark, inp)
-    total = raw_df.count()
-    if total == 0:
-        raise InputError(f"input has no rows: {inp['path']}")
-    sample_df = seeded_sample(raw_df, rows, seed).cache()
+    sample_df, total, sampled = _sample(read_customer_table(spark, inp), inp, rows, seed)
     try:
-        sampled = sample_df.count()
         result = CheckResult(_input_lines(inp, total, sampled))
         result.lines.append(
             f"Columns: customer_id <- {inp['columns']['customer_id']!r}; features {inp['features']}; "

@@ -193,9 +193,10 @@ def _read_csv(spark: SparkSession, path: str, csv_cfg: dict[str, Any]) -> DataFr
     )
 
 
-def seeded_sample(df: DataFrame, rows: int, seed: int) -> DataFrame:
-    """About `rows` rows drawn evenly from the whole input with `seed` (the same rows on every run)."""
-    total = df.count()
+def seeded_sample(df: DataFrame, rows: int, seed: int, total: int | None = None) -> DataFrame:
+    """About `rows` rows drawn evenly from the whole input with `seed` (the same rows on every run);
+    `total`: the input's row count when the caller has it."""
+    total = df.count() if total is None else total
     fraction = min(1.0, 1.2 * rows / total) if total else 1.0
     return df.sample(withReplacement=False, fraction=fraction, seed=seed).limit(rows)
 

@@ -172,7 +172,7 @@ def name_segments(
     `kept`: names segments keep from the previous snapshot (stable ids); the others are named by the rules,
     skipping names already taken: a segment whose first name is taken gets its next matching rule (two
     "Champions" groups: the second is "Loyal" if it also qualifies). Segments left sharing a name are told
-    apart by what differs ("Lost, high value" / "Lost, low value"); only identical profiles get " (2)".
+    apart by what differs ("Lost (high value)" / "Lost (low value)"); only identical profiles get " (2)".
     """
     names = {sid: kept[sid] for sid in medians_by_segment if kept and sid in kept}
     taken = set(names.values())
@@ -192,10 +192,10 @@ def name_segments(
         first = [sid for sid, n in names.items() if n == base and not (kept and sid in kept)]
         group = sorted(first + sids)
         qualifiers = _told_apart([medians_by_segment[sid] for sid in group], quartiles)
-        if qualifiers is not None and not any(f"{base}, {q}" in taken for q in qualifiers):
+        if qualifiers is not None and not any(f"{base} ({q})" in taken for q in qualifiers):
             for sid, q in zip(group, qualifiers):
-                names[sid] = f"{base}, {q}"
-            taken.update(f"{base}, {q}" for q in qualifiers)
+                names[sid] = f"{base} ({q})"
+            taken.update(f"{base} ({q})" for q in qualifiers)
             continue
         n = 1
         for sid in sids:

@@ -70,8 +70,8 @@ SEGMENT_ACTIONS = {
 
 
 def segment_action(name: str) -> str:
-    """The action for a KMeans segment name ("At risk (2)" and "Lost, high value" share their base's action)."""
-    base = name.split(" (")[0].split(",")[0]
+    """The action for a KMeans segment name ("At risk (2)" and "Lost (high value)" share their base's action)."""
+    base = name.split(" (")[0]
     return SEGMENT_ACTIONS.get(base, "Review the profile before acting.")
 
 

@@ -118,10 +118,13 @@ def detect_timestamp_format(sample_df: DataFrame, column: str, full_df: DataFram
         "v", *[parse_timestamp(F.col("v"), data_type, c).alias(f"c{i}") for i, c in enumerate(candidates)]
     ).cache()
     try:
-        total = parsed_df.count()
+        counts_row = parsed_df.agg(
+            F.count(F.lit(1)).alias("total"),
+            *[F.count(f"c{i}").alias(f"c{i}") for i in range(len(candidates))],
+        ).first()
+        total = int(counts_row["total"])
         if total == 0:
             raise InputError(f"input column {column!r} (the timestamp) is empty in the sample")
-        counts_row = parsed_df.agg(*[F.count(f"c{i}").alias(f"c{i}") for i in range(len(candidates))]).first()
         counts = {c: int(counts_row[f"c{i}"]) for i, c in enumerate(candidates)}
         best = max(counts.values())
         if best * 2 < total:

@@ -179,3 +179,21 @@ def test_catalog_and_identity_keys(tmp_path):
     path.write_text("identity: {max_distance: -1}\n")
     with pytest.raises(ConfigError, match=r"identity.max_distance must be a number >= 0, got -1"):
         validate_config(load_config(path))
+
+
+def _keys(mapping, prefix=""):
+    out = set()
+    for key, value in mapping.items():
+        out.add(prefix + key)
+        if isinstance(value, dict):
+            out |= _keys(value, f"{prefix}{key}.")
+    return out
+
+
+def test_template_lists_every_key_and_validates():
+    import yaml
+
+    text = (REPO / "conf" / "template.yaml").read_text(encoding="utf-8")
+    assert _keys(yaml.safe_load(text)) == _keys(DEFAULTS)
+    cfg = validate_config(load_config(REPO / "conf" / "template.yaml"))
+    assert (cfg["input"]["format"], cfg["input"]["timestamp_format"]) == ("csv", "auto")

@@ -29,20 +29,10 @@ from segmentation.io import original_columns, read_transactions
 from segmentation.source import validated_ledger
 from segmentation.timestamps import resolve_timestamp_format
 from segmentation.validate import ledger_orders, ledger_rejects
-from tests.reference_pandas import reference_from_frame
+from tests.reference_pandas import COLUMNS, reference_from_frame
 
 from .conftest import REPO
 
-COLUMNS = [
-    "InvoiceNo",
-    "StockCode",
-    "Description",
-    "Quantity",
-    "InvoiceDate",
-    "UnitPrice",
-    "CustomerID",
-    "Country",
-]
 # every customer's orders fall on distinct days, so "one order per day" (no order id) counts the same orders
 ROWS = [
     (
@@ -545,3 +535,28 @@ def test_check_dry_run_on_the_bundled_data_and_on_a_bad_mapping(tmp_path):
         )
     )
     assert not (tmp_path / "bad").exists()
+
+
+def test_check_on_a_customer_table_with_a_missing_value(spark, tmp_path):
+    from segmentation.check import check_input
+
+    rows = [
+        ("0001", "Male", "19", "15", "39"),
+        ("0002", "Female", "", "15", "81"),
+        ("0003", "Female", "20", "16", "6"),
+    ]
+    header = ["CustomerID", "Genre", "Age", "Annual Income (k$)", "Spending Score (1-100)"]
+    path = _write_csv(tmp_path / "mall.csv", rows, header=header, lineterminator="\r\n")
+    cfg = load_config(REPO / "conf" / "mall_customers.yaml")
+    cfg["input"]["path"] = str(path)
+    cfg["output"]["path"] = str(tmp_path / "out")
+    result = check_input(spark, validate_config(cfg))
+    assert result.ok
+    assert result.lines[0] == f"Input: {path} (csv, kind customers): 3 rows, 3 sampled"
+    table = result.lines[result.lines.index("Parsed sample rows (first 5 accepted, by customer):") + 1 :][:3]
+    assert [row.split()[:5] for row in table[1:]] == [
+        ["0001", "19.0", "15.0", "39.0", "Male"],
+        ["0003", "20.0", "16.0", "6.0", "Female"],
+    ]
+    assert "  missing_value                 1" in result.lines
+    assert result.lines[-1] == "Customers in the sample: 2"

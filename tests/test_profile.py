@@ -79,3 +79,45 @@ def test_build_profiles_shares_and_centers():
         ("Champions", 0.25, 0.9, 90.0),
         ("Hibernating", 0.75, 0.1, 3.0),
     ]
+
+
+def test_a_year_gone_is_lost_whatever_the_quartiles():
+    # a retailer's log where most customers have lapsed: the quartiles themselves are asleep
+    asleep = {
+        "recency_days": (300.0, 450.0, 600.0),
+        "frequency": (1.0, 1.0, 2.0),
+        "monetary": (50.0, 120.0, 400.0),
+        "tenure_days": (400.0, 550.0, 700.0),
+    }
+    # relative to these quartiles a median recency of 502 days is only "mid": it used to be "Needs attention"
+    assert segment_name(_m(502, 1, 120, 560), asleep) == "Lost"
+    assert segment_name(_m(502, 3, 900, 700), asleep) == "Lapsed"
+    assert segment_name(_m(200, 1, 120, 560), asleep) != "Lost"
+    # the threshold is configurable
+    assert segment_name(_m(502, 1, 120, 560), asleep, {"lapsed_days": 600}) != "Lost"
+    assert segment_name(_m(502, 2, 120, 560), asleep, {"lost_max_orders": 2}) == "Lost"
+
+
+def test_segments_sharing_a_name_are_told_apart():
+    lost_big, lost_small = _m(500, 1, 2400, 520), _m(520, 1, 90, 530)
+    names = name_segments({1: _m(9, 12, 4900, 360), 2: lost_big, 3: lost_small}, QUARTILES)
+    assert names == {1: "Champions", 2: "Lost (high value)", 3: "Lost (low value)"}
+    # a second segment takes its next matching rule first (At risk -> Hibernating) ...
+    assert name_segments({4: _m(230, 4, 300, 250), 5: _m(240, 2, 310, 260)}, QUARTILES) == {
+        4: "At risk",
+        5: "Hibernating",
+    }
+    # ... and only segments left with one name are told apart, by what differs most for its spread
+    assert name_segments({1: _m(79, 3, 1030, 280), 2: _m(85, 3, 600, 280)}, QUARTILES) == {
+        1: "Needs attention (high value)",
+        2: "Needs attention (low value)",
+    }
+    assert name_segments({1: _m(79, 3, 700, 280), 2: _m(130, 3, 710, 280)}, QUARTILES) == {
+        1: "Needs attention (more recent)",
+        2: "Needs attention (longer gone)",
+    }
+    three = name_segments(
+        {1: _m(500, 1, 2400, 520), 2: _m(510, 1, 600, 520), 3: _m(520, 1, 90, 530)}, QUARTILES
+    )
+    assert three == {1: "Lost (high value)", 2: "Lost (mid value)", 3: "Lost (low value)"}
+    assert len(set(three.values())) == 3
