@@ -560,3 +560,11 @@ def test_check_on_a_customer_table_with_a_missing_value(spark, tmp_path):
     ]
     assert "  missing_value                 1" in result.lines
     assert result.lines[-1] == "Customers in the sample: 2"
+
+
+def test_the_manifest_records_the_detected_timestamp_format(published):
+    _, manifests, _ = published
+    # the synthetic log writes "2011-11-30 10:05:00": detected, not configured
+    assert [(m["timestamp_format"], m["timestamp_format_detected"]) for m in manifests] == [
+        ("iso8601", "iso8601")
+    ] * 2
