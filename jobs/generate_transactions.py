@@ -24,6 +24,7 @@ customers has most of the lines), and exactly `--lines` lines in total. Defects 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import json
 import math
@@ -349,17 +350,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    params = GeneratorParams(
-        lines=args.lines,
-        customers=args.customers,
-        seed=args.seed,
-        returns=args.returns,
-        missing_customer=args.missing_customer,
-        duplicates=args.duplicates,
-        malformed=args.malformed,
-        end_date=args.end_date,
-        partitions=args.partitions,
-    )
+    params = GeneratorParams(**{f.name: getattr(args, f.name) for f in dataclasses.fields(GeneratorParams)})
     try:
         params.check()
     except ValueError as exc:

@@ -10,37 +10,13 @@ Without --config it runs on the bundled Online Retail data with the defaults.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import logging
 import sys
 from typing import Any
 
-from segmentation.check import CHECK_ROWS
-from segmentation.config import INPUT_FORMATS, apply_overrides, load_config, validate_config
-from segmentation.errors import SegmentationError, root_cause
-from segmentation.publish import TABLES
-
-log = logging.getLogger("jobs.segment_customers")
-
-
-def _date(value: str) -> str:
-    try:
-        return dt.date.fromisoformat(value).isoformat()
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected YYYY-MM-DD, got {value!r}") from exc
-
-
-def _int_at_least(minimum: int):
-    def parse(value: str) -> int:
-        try:
-            number = int(value)
-        except ValueError as exc:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {value!r}") from exc
-        if number < minimum:
-            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {number}")
-        return number
-
-    return parse
+from jobs.cli import Sessions, config_from, date_arg, input_overrides, int_at_least, run_job
+from segmentation.config import INPUT_FORMATS
+from segmentation.publish.snapshot import TABLES
+from segmentation.sources.check import CHECK_ROWS
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -52,11 +28,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--input", help="input file, folder or glob (overrides input.path)")
     parser.add_argument("--input-format", choices=list(INPUT_FORMATS), help="overrides input.format")
     parser.add_argument("--output", help="output root (overrides output.path)")
-    parser.add_argument("--snapshot-date", type=_date, help="YYYY-MM-DD; lines on or after it are set aside")
-    parser.add_argument("--k", type=_int_at_least(2), help="fixed number of segments (no sweep)")
-    parser.add_argument("--k-min", type=_int_at_least(2), help="smallest k of the sweep")
-    parser.add_argument("--k-max", type=_int_at_least(2), help="largest k of the sweep")
-    parser.add_argument("--seed", type=_int_at_least(0), help="KMeans seed (overrides model.seed)")
+    parser.add_argument(
+        "--snapshot-date", type=date_arg, help="YYYY-MM-DD; lines on or after it are set aside"
+    )
+    parser.add_argument("--k", type=int_at_least(2), help="fixed number of segments (no sweep)")
+    parser.add_argument("--k-min", type=int_at_least(2), help="smallest k of the sweep")
+    parser.add_argument("--k-max", type=int_at_least(2), help="largest k of the sweep")
+    parser.add_argument("--seed", type=int_at_least(0), help="KMeans seed (overrides model.seed)")
     parser.add_argument(
         "--check",
         action="store_true",
@@ -65,7 +43,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--check-rows",
-        type=_int_at_least(1),
+        type=int_at_least(1),
         default=CHECK_ROWS,
         help="rows of the --check sample (default %(default)s)",
     )
@@ -80,19 +58,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def job_config(args: argparse.Namespace) -> dict[str, Any]:
     """The validated config: the YAML file (or defaults) with the command-line options on top."""
-    cfg = load_config(args.config)
-    cfg = apply_overrides(
-        cfg,
-        input=args.input,
-        input_format=args.input_format,
-        output=args.output,
+    return config_from(
+        args.config,
+        **input_overrides(args),
         snapshot_date=args.snapshot_date,
         k=args.k,
         k_min=args.k_min,
         k_max=args.k_max,
         seed=args.seed,
     )
-    return validate_config(cfg)
 
 
 def summary_lines(manifest: dict[str, Any]) -> list[str]:
@@ -144,53 +118,28 @@ def summary_lines(manifest: dict[str, Any]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from jobs.spark_session import build_spark, configure_logging
 
-    configure_logging(args.verbose)
-    spark = None
-    try:
+    def job(sessions: Sessions) -> int:
         cfg = job_config(args)
         if args.check:
-            spark = build_spark("segment-customers-check", verbose=args.verbose)
-            return _check(spark, cfg, args.check_rows)
-        from segmentation.catalog import hive_conf
+            from segmentation.sources.check import check_input
 
-        spark = build_spark(
-            "segment-customers",
-            verbose=args.verbose,
-            conf=hive_conf(cfg["catalog"]) if cfg["catalog"]["enabled"] else None,
-        )
-        from segmentation.run import run_segmentation
+            result = check_input(sessions.start("segment-customers-check"), cfg, args.check_rows)
+            print("\n".join(result.lines))
+            if not result.ok:
+                print(f"segment-customers: check failed: {result.problem}", file=sys.stderr)
+                return 2
+            print("Check passed: the run would start (nothing was written).")
+            return 0
+        from segmentation.pipeline import run_segmentation
+        from segmentation.publish.catalog import hive_conf
 
-        manifest = run_segmentation(spark, cfg)
-    except SegmentationError as exc:
-        print(f"segment-customers: error: {exc}", file=sys.stderr)
-        return 2
-    except Exception as exc:  # noqa: BLE001 - one clear line; the trace with --verbose
-        if args.verbose:
-            log.exception("unexpected failure")
-        print(
-            f"segment-customers: unexpected error: {root_cause(exc)} (rerun with --verbose for details)",
-            file=sys.stderr,
-        )
-        return 1
-    finally:
-        if spark is not None:
-            spark.stop()
-    print("\n".join(summary_lines(manifest)))
-    return 0
+        catalog = hive_conf(cfg["catalog"]) if cfg["catalog"]["enabled"] else None
+        manifest = run_segmentation(sessions.start("segment-customers", conf=catalog), cfg)
+        print("\n".join(summary_lines(manifest)))
+        return 0
 
-
-def _check(spark, cfg: dict[str, Any], rows: int) -> int:
-    from segmentation.check import check_input
-
-    result = check_input(spark, cfg, rows)
-    print("\n".join(result.lines))
-    if not result.ok:
-        print(f"segment-customers: check failed: {result.problem}", file=sys.stderr)
-        return 2
-    print("Check passed: the run would start (nothing was written).")
-    return 0
+    return run_job("segment-customers", args.verbose, job)
 
 
 if __name__ == "__main__":

@@ -86,7 +86,7 @@ def jvm_stderr_filtered():
 
 def build_spark(app_name: str, verbose: bool = False, conf: dict[str, str] | None = None) -> SparkSession:
     """A SparkSession: the master from spark-submit when run through it, else local[*]; quiet logs by default.
-    `conf`: extra settings (e.g. the Hive catalog of `segmentation.catalog.hive_conf`)."""
+    `conf`: extra settings (e.g. the Hive catalog of `segmentation.publish.catalog.hive_conf`)."""
     require_java()
     if "SPARK_CONF_DIR" not in os.environ and (CONF_DIR / "spark-defaults.conf").is_file():
         os.environ["SPARK_CONF_DIR"] = str(CONF_DIR)

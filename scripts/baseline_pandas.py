@@ -23,7 +23,7 @@ import pandas as pd
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from segmentation.model import knee_point  # noqa: E402  (pure Python, no Spark)
+from segmentation.model.knee import knee_point  # noqa: E402  (pure Python, no Spark)
 
 COLUMNS = [
     "InvoiceNo",

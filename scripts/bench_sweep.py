@@ -34,11 +34,13 @@ from pyspark.ml.evaluation import ClusteringEvaluator  # noqa: E402
 
 from jobs.generate_transactions import parse_size, planted_features  # noqa: E402
 from segmentation.config import DEFAULTS  # noqa: E402
-from segmentation.model import KFit, choose_k, fit_on_all, sweep_k  # noqa: E402
+from segmentation.model.fit import Fit as Fit  # noqa: E402
+from segmentation.model.kmeans import fit_on_all, sweep_k  # noqa: E402
+from segmentation.model.knee import knee_point  # noqa: E402
 from segmentation.prepare import fit_preparation  # noqa: E402
 
 
-def naive_sweep(scaled_df, ks: list[int], seed: int, max_iter: int, tol: float) -> list[KFit]:
+def naive_sweep(scaled_df, ks: list[int], seed: int, max_iter: int, tol: float) -> list[Fit]:
     """The straightforward loop: one Spark ML KMeans fit per k on the cached features, then its silhouette."""
     fits = []
     for k in ks:
@@ -49,7 +51,7 @@ def naive_sweep(scaled_df, ks: list[int], seed: int, max_iter: int, tol: float) 
         score = ClusteringEvaluator(featuresCol="scaled", predictionCol="cluster").evaluate(
             model.transform(scaled_df)
         )
-        fits.append(KFit(k, model.summary.trainingCost, score, list(model.summary.clusterSizes), model))
+        fits.append(Fit(k, model.summary.trainingCost, score, list(model.summary.clusterSizes), model))
     return fits
 
 
@@ -94,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.perf_counter()
     ours = sweep_k(scaled, ks, sample_size=args.sample or None, stability_fits=args.stability_fits, **common)
-    chosen_k, why = choose_k(ours, None)
+    chosen_k = knee_point(ks, [f.wcss for f in ours])[0] or ks[0]
     final = fit_on_all(scaled, next(f for f in ours if f.k == chosen_k), **common)
     ours_s = time.perf_counter() - started
     result = {
@@ -115,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
             {
                 "naive_s": round(naive_s, 2),
                 "speed_up": round(naive_s / ours_s, 2),
-                "naive_chosen_k": choose_k(naive, None)[0],
+                "naive_chosen_k": knee_point(ks, [f.wcss for f in naive])[0] or ks[0],
                 "naive_wcss_per_customer": {f.k: f.wcss / n for f in naive},
                 "relative_difference": {f.k: abs(o.wcss - f.wcss) / f.wcss for o, f in zip(ours, naive)},
             }
@@ -130,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"k sweep k={ks[0]}..{ks[-1]} on {n:,} customers (load {result['load_average_before']})")
     sample = f"sample {args.sample:,}" if args.sample else "all customers"
-    print(f"  ours : {ours_s:6.1f} s ({sample}, {args.stability_fits} stability fits; k={chosen_k}: {why})")
+    print(f"  ours : {ours_s:6.1f} s ({sample}, {args.stability_fits} stability fits; knee k={chosen_k})")
     if not args.skip_naive:
         print(f"  naive: {result['naive_s']:6.1f} s (full fits, one at a time) -> {result['speed_up']}x")
         print("  k  cost/customer ours  full   diff")

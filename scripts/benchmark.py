@@ -17,7 +17,7 @@ and of the whole process tree (psutil, sampled every 0.2 s), the driver JVM's pe
 job / baseline, the load average before and after, and the adjusted Rand index of the planted customer types
 against a KMeans fit at the true k (the job's prepare + fit code on the job's published customer features).
 Results merge into --out/benchmark.json (keyed by size, so sizes can be run on different days) and
---out/benchmark.md (the table for the README). Needs the `bench` extra (scikit-learn, psutil).
+--out/benchmark.md (the table for docs/benchmarks.md). Needs the `bench` extra (scikit-learn, psutil).
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from jobs.generate_transactions import CUSTOMER_TYPES, parse_size  # noqa: E402
+from segmentation.model.metrics import adjusted_rand_index  # noqa: E402
 
 PYTHON = sys.executable
 GC_LINE = re.compile(r"(\d+)M->(\d+)M\((\d+)M\)")
@@ -261,8 +262,7 @@ def planted_ari(entries: dict[str, dict]) -> None:
     from pyspark.sql import functions as F
 
     from segmentation.config import DEFAULTS
-    from segmentation.evaluate import adjusted_rand_index
-    from segmentation.model import fit_kmeans
+    from segmentation.model.kmeans import fit_kmeans
     from segmentation.prepare import fit_preparation
 
     os.environ.setdefault("SPARK_CONF_DIR", str(REPO / "conf"))

@@ -31,14 +31,18 @@ EXCLUDED_DIRS = {"__pycache__", "data"}
 FIXED_TIME = (1980, 1, 1, 0, 0, 0)
 
 
+#: What the zip holds: the modules and the report's templates (a driver in cluster mode renders the report)
+SUFFIXES = {".py", ".j2", ".css"}
+
+
 def package_sources(repo: Path) -> list[Path]:
-    """The .py files of the packages, relative to the repo, in a stable order."""
+    """The modules and templates of the packages, relative to the repo, in a stable order."""
     sources = []
     for package in PACKAGES:
         root = repo / package
         if not (root / "__init__.py").is_file():
             raise SystemExit(f"package.py: error: {root}/__init__.py not found; run it from a checkout")
-        for path in sorted(root.rglob("*.py")):
+        for path in sorted(p for p in root.rglob("*") if p.suffix in SUFFIXES):
             relative = path.relative_to(repo)
             if not EXCLUDED_DIRS.intersection(relative.parts[1:-1]):
                 sources.append(relative)
@@ -55,7 +59,8 @@ def build_zip(repo: Path, dist: Path) -> Path:
         with zipfile.ZipFile(tmp_name, "w", compression=zipfile.ZIP_DEFLATED) as zf:
             for relative in package_sources(repo):
                 source = (repo / relative).read_bytes()
-                compile(source, str(relative), "exec")  # a syntax error fails the build, not the cluster job
+                if relative.suffix == ".py":
+                    compile(source, str(relative), "exec")  # a syntax error fails the build, not the cluster job
                 info = zipfile.ZipInfo(relative.as_posix(), date_time=FIXED_TIME)
                 info.external_attr = 0o644 << 16
                 info.compress_type = zipfile.ZIP_DEFLATED
@@ -106,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         names = zf.namelist()
     digest = hashlib.sha256(target.read_bytes()).hexdigest()
     counts = ", ".join(f"{p} {sum(n.startswith(p + '/') for n in names)}" for p in PACKAGES)
-    print(f"{target}: {len(names)} modules ({counts}), sha256 {digest[:16]}")
+    print(f"{target}: {len(names)} files ({counts}), sha256 {digest[:16]}")
     if args.wheel:
         print(build_wheel(REPO, dist))
     return 0

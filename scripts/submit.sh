@@ -17,7 +17,7 @@
 # command line (ps) or in a log. Inputs and the output must be paths every node can read/write (same machine,
 # NFS, HDFS, S3): pass --input explicitly, the bundled sample data is not shipped to the executors.
 # SUBMIT_APP runs another entry point with the same settings (tests/cluster_probe.py does). YARN and
-# Kubernetes: see README.md "Run on a cluster".
+# Kubernetes: see docs/cluster.md.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -44,7 +44,7 @@ cluster_env() {
 }
 MASTER="${SPARK_MASTER_URL:-$(cluster_env MASTER_URL)}"
 [[ -n "$MASTER" ]] || die "no master: set SPARK_MASTER_URL=spark://HOST:7077 or start one with scripts/cluster.sh start"
-[[ "$MASTER" == spark://* ]] || die "master must be spark://HOST:PORT, got '$MASTER'; YARN and Kubernetes: README.md "Run on a cluster""
+[[ "$MASTER" == spark://* ]] || die "master must be spark://HOST:PORT, got '$MASTER'; YARN and Kubernetes: docs/cluster.md"
 
 if [[ -z "${SPARK_AUTH_SECRET_FILE:-}" && "$MASTER" != "$(cluster_env MASTER_URL)" ]]; then
   die "set SPARK_AUTH_SECRET_FILE to the secret of $MASTER (the secret in $RUN_DIR is for another cluster)"

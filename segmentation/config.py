@@ -19,8 +19,11 @@ import yaml
 from segmentation.errors import ConfigError
 
 BUNDLED_DATA = Path(__file__).resolve().parent / "data" / "online_retail"
+
+
 #: The bundled files (the folder also holds the data's README with its licence).
 BUNDLED_INPUT = str(BUNDLED_DATA / "part-*.parquet")
+
 
 #: Per-customer features the job computes; any of them can be a model feature.
 FEATURE_COLUMNS = (
@@ -33,22 +36,26 @@ FEATURE_COLUMNS = (
     "avg_order_value",
 )
 
+
 #: `model.method`: the Spark ML clustering methods the job can use.
 METHODS = ("kmeans", "bisecting_kmeans", "gaussian_mixture")
+
 
 #: `input.kind`: a transaction log aggregated per customer, or a table with one row per customer.
 INPUT_KINDS = ("transactions", "customers")
 
+
 #: `input.format`: what Spark reads natively (JSON: one object per line).
 INPUT_FORMATS = ("csv", "parquet", "orc", "json")
+
 
 DEFAULTS: dict[str, Any] = {
     "input": {
         "kind": "transactions",
         "path": BUNDLED_INPUT,
         "format": "parquet",
-        # auto: the first of `timestamps.CANDIDATES` that parses most of a seeded sample (README "Your own
-        # data"); or an explicit Spark pattern, `iso8601`, `epoch_seconds` / `_millis` / `_micros` / `_nanos`
+        # auto: the first of `timestamps.CANDIDATES` that parses most of a seeded sample (docs/pipeline.md, "Input
+        # formats and timestamps"); or an explicit Spark pattern, `iso8601`, `epoch_seconds` / `_millis` / `_micros` / `_nanos`
         "timestamp_format": "auto",
         "time_zone": "UTC",
         # decimal: "." or "," (a European file: 2,55; thousands separators "." are then allowed in groups of 3);
@@ -108,9 +115,9 @@ DEFAULTS: dict[str, Any] = {
         "driver_sweep_max_rows": 1_000_000,
         # null: the sweep fits every customer. N: above N customers the sweep runs on a seeded sample of about N
         # and the chosen k is refitted on all. Off by default: on data with a clear structure, KMeans beyond
-        # the true k lands in different local optima on a sample (elbow costs up to 14% off; see README)
+        # the true k lands in different local optima on a sample (elbow costs up to 14% off; see docs/choosing-k.md)
         "sweep_sample": None,
-        # choice of k (README "Choosing k"): vetoes and the structure check
+        # choice of k (docs/choosing-k.md): vetoes and the structure check
         "min_cluster_share": 0.02,
         "stability_fits": 2,
         "min_stability": 0.75,

@@ -19,13 +19,20 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from segmentation.errors import InputError, OutputError
-from segmentation.features import EXCLUDED_REASONS, customer_features, with_line_kind
-from segmentation.io import HadoopFs, original_columns, read_transactions
-from segmentation.profile import SEGMENT_COLUMNS, with_segment_columns
-from segmentation.publish import SnapshotPublisher, absolute_output_path, published_snapshots
-from segmentation.rfm import with_rfm_scores
-from segmentation.timestamps import resolve_timestamp_format
-from segmentation.validate import (
+from segmentation.features.rfm import EXCLUDED_REASONS, customer_features, with_line_kind
+from segmentation.features.scores import with_rfm_scores
+from segmentation.io import HadoopFs
+from segmentation.publish.snapshot import (
+    SnapshotPublisher,
+    absolute_output_path,
+    new_run_id,
+    published_snapshots,
+)
+from segmentation.publish.tables import SEGMENT_COLUMNS
+from segmentation.segments.order import with_segment_columns
+from segmentation.sources.read import original_columns, read_transactions
+from segmentation.sources.timestamps import resolve_timestamp_format
+from segmentation.sources.validate import (
     REJECT_REASONS,
     classify_rows,
     max_accepted_date,
@@ -101,7 +108,6 @@ def score_customers(
 ) -> dict[str, Any]:
     """Score the transactions of `cfg['input']` with a published model; publish `segments` (and `rejects`)
     for the scoring date under `cfg['output']['path']`; return the scoring manifest."""
-    from segmentation.run import new_run_id
 
     started = time.perf_counter()
     inp = cfg["input"]

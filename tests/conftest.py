@@ -45,7 +45,7 @@ def spark():
 def published(spark, tmp_path_factory):
     """Two snapshots of a small synthetic log published into one output: the second is the same customers 30
     days later plus a group of big spenders (k=4). Returns (output path, [manifest 1, manifest 2], tmp dir)."""
-    from segmentation.run import run_segmentation
+    from segmentation.pipeline import run_segmentation
 
     from . import synthetic
 

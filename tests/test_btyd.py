@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 from lifetimes.utils import summary_data_from_transaction_data
 
-from segmentation.features import BTYD_COLUMNS, customer_features
+from segmentation.features.rfm import BTYD_COLUMNS, customer_features
 
 from .test_features import ROWS, _lines
 

@@ -13,7 +13,7 @@ import pandas as pd
 import pyspark
 import pytest
 
-from segmentation.catalog import CATALOG_TABLES
+from segmentation.publish.catalog import CATALOG_TABLES
 
 from .conftest import REPO
 

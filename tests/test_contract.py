@@ -1,4 +1,4 @@
-"""The README's data contract against what a run writes: names, types and order of every table's columns."""
+"""The data contract (docs/data-contract.md) against what a run writes: names, types and order of every table's columns."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from .synthetic import HEADER
 
 
 def contract_tables() -> dict[str, list[tuple[str, str]]]:
-    """Parse the "## Data contract" section of the README: table -> [(column, type)] in order."""
-    text = (REPO / "README.md").read_text(encoding="utf-8")
+    """Parse the "## Data contract" section of docs/data-contract.md: table -> [(column, type)] in order."""
+    text = (REPO / "docs" / "data-contract.md").read_text(encoding="utf-8")
     section = text.split("\n## Data contract\n", 1)[1].split("\n## ", 1)[0]
     tables: dict[str, list[tuple[str, str]]] = {}
     for block in section.split("\n### `")[1:]:

@@ -11,9 +11,10 @@ import pandas as pd
 import pytest
 
 from segmentation.config import DEFAULTS, load_config, validate_config
-from segmentation.customers import classify_customer_rows, fit_customer_preparation, read_customer_table
 from segmentation.errors import ConfigError, SchemaError
-from segmentation.run import run_segmentation
+from segmentation.pipeline import run_segmentation
+from segmentation.prepare import fit_preparation
+from segmentation.sources.customers import classify_customer_rows, read_customer_table
 
 from .conftest import REPO, SHARED_DATA
 
@@ -89,7 +90,7 @@ def test_imputation_and_one_hot_encoding(spark, tmp_path):
     assert reasons["c3"] is None and reasons["c7"] is None  # missing values are kept to be imputed
     assert reasons["c4"] == "invalid_number"  # a value that is not a number is still an error
     accepted = classified.filter("reject_reason IS NULL")
-    model, bounds = fit_customer_preparation(accepted, cfg["input"], cfg["prepare"])
+    model, bounds = fit_preparation(accepted, cfg["prepare"], cfg["input"])
     assert bounds == {}
     out = {r["customer_id"]: r for r in model.transform(accepted).collect()}
     # Age of c1, c2, c7 is 30, 41, 50: c3 gets the mean (input.impute_strategy, default mean)

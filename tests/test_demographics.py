@@ -10,7 +10,7 @@ import pytest
 
 from segmentation.config import DEFAULTS, validate_config
 from segmentation.errors import ConfigError
-from segmentation.run import run_segmentation
+from segmentation.pipeline import run_segmentation
 
 AGE = "Age (years)"
 

@@ -11,14 +11,8 @@ from pyspark.ml.feature import StandardScaler, VectorAssembler
 from pyspark.ml.linalg import Vectors
 
 from segmentation.config import DEFAULTS, validate_config
-from segmentation.diagnostics import (
-    KDiagnostics,
-    adjusted_rand_index,
-    choose_k_robust,
-    cluster_metrics,
-    select_k,
-    with_structure,
-)
+from segmentation.model.metrics import adjusted_rand_index, cluster_metrics
+from segmentation.model.selection import KDiagnostics, choose_k_robust, select_k, with_structure
 
 KS = [2, 3, 4, 5, 6]
 

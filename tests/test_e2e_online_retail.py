@@ -14,7 +14,7 @@ import pytest
 
 from segmentation.config import BUNDLED_DATA, apply_overrides, load_config, validate_config
 from segmentation.errors import ModelError
-from segmentation.run import run_segmentation
+from segmentation.pipeline import run_segmentation
 
 from .reference_pandas import reference_from_frame
 

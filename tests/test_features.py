@@ -5,7 +5,7 @@ from __future__ import annotations
 import chispa
 from pyspark.sql import functions as F
 
-from segmentation.features import customer_features, with_line_kind
+from segmentation.features.rfm import customer_features, with_line_kind
 
 LINE_SCHEMA = (
     "_customer_id string, _order_id string, _ts string, _quantity decimal(18,3), _unit_price decimal(18,6)"

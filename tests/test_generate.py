@@ -11,12 +11,12 @@ from pyspark.sql import functions as F
 
 from jobs.generate_transactions import CUSTOMER_TYPES, GeneratorParams, generate, parse_size
 from segmentation.config import DEFAULTS
-from segmentation.evaluate import adjusted_rand_index
-from segmentation.features import customer_features, with_line_kind
-from segmentation.io import original_columns, read_transactions
-from segmentation.model import fit_kmeans
+from segmentation.features.rfm import customer_features, with_line_kind
+from segmentation.model.kmeans import fit_kmeans
+from segmentation.model.metrics import adjusted_rand_index
 from segmentation.prepare import fit_preparation
-from segmentation.validate import classify_rows
+from segmentation.sources.read import original_columns, read_transactions
+from segmentation.sources.validate import classify_rows
 
 PARAMS = GeneratorParams(
     lines=20_000, customers=500, seed=7, returns=0.03, missing_customer=0.10, duplicates=0.02, malformed=0.01

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from segmentation.identity import match_segments, name_segments_keeping, transitions_table
+from segmentation.segments.identity import match_segments, transitions_table
+from segmentation.segments.naming import name_segments
 
 
 def _segments(published, i: int) -> pd.DataFrame:
@@ -92,7 +93,7 @@ def test_kept_names_win_and_new_segments_skip_them():
         "tenure_days": (50.0, 150.0, 300.0),
     }
     champion = {"recency_days": 5.0, "frequency": 10.0, "monetary": 5000.0, "tenure_days": 300.0}
-    names = name_segments_keeping({1: champion, 7: dict(champion)}, quartiles, {1: "Champions"})
+    names = name_segments({1: champion, 7: dict(champion)}, quartiles, kept={1: "Champions"})
     assert names == {1: "Champions", 7: "Loyal"}
 
 

@@ -24,11 +24,11 @@ import pytest
 
 from segmentation.config import load_config, validate_config
 from segmentation.errors import ConfigError, InputError
-from segmentation.features import customer_features_from_orders
-from segmentation.io import original_columns, read_transactions
-from segmentation.source import validated_ledger
-from segmentation.timestamps import resolve_timestamp_format
-from segmentation.validate import ledger_orders, ledger_rejects
+from segmentation.features.rfm import customer_features_from_orders
+from segmentation.sources.read import original_columns, read_transactions
+from segmentation.sources.timestamps import resolve_timestamp_format
+from segmentation.sources.transactions import validated_ledger
+from segmentation.sources.validate import ledger_orders, ledger_rejects
 from tests.reference_pandas import COLUMNS, reference_from_frame
 
 from .conftest import REPO
@@ -538,7 +538,7 @@ def test_check_dry_run_on_the_bundled_data_and_on_a_bad_mapping(tmp_path):
 
 
 def test_check_on_a_customer_table_with_a_missing_value(spark, tmp_path):
-    from segmentation.check import check_input
+    from segmentation.sources.check import check_input
 
     rows = [
         ("0001", "Male", "19", "15", "39"),

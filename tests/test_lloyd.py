@@ -1,4 +1,4 @@
-"""The sweep's engine (segmentation/lloyd.py) against Spark ML itself: its replayed k-means|| starts are Spark
+"""The sweep's engine (segmentation/model/engine/) against Spark ML itself: its replayed k-means|| starts are Spark
 ML's own, its Lloyd iterations from them give the full Spark ML KMeans fit (centers, iterations, cost), its
 diagnostics are Spark ML's ClusteringEvaluator and our Spark-aggregate metrics, to rounding, and the published
 Spark ML model holds the sweep's centers."""
@@ -13,9 +13,9 @@ from pyspark.ml.clustering import KMeans
 from pyspark.ml.evaluation import ClusteringEvaluator
 from pyspark.ml.linalg import Vectors
 
-from segmentation import lloyd
-from segmentation.diagnostics import adjusted_rand_index, cluster_metrics
-from segmentation.model import fit_on_all, sweep_k
+from segmentation.model import engine as lloyd
+from segmentation.model.kmeans import fit_on_all, sweep_k
+from segmentation.model.metrics import adjusted_rand_index, cluster_metrics
 
 KS = [2, 3, 4]
 

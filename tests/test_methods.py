@@ -10,10 +10,10 @@ from pyspark.ml.feature import StandardScaler, VectorAssembler
 from pyspark.sql import functions as F
 
 from segmentation.config import DEFAULTS, validate_config
-from segmentation.diagnostics import compare_methods, elbow_rows, select_k
 from segmentation.errors import ConfigError
-from segmentation.methods import fit_method, model_centers, with_membership_probability
-from segmentation.report import comparison_html
+from segmentation.model.methods import fit_method, model_centers, with_membership_probability
+from segmentation.model.selection import compare_methods, elbow_rows, select_k
+from segmentation.report.html import comparison_html
 
 
 @pytest.fixture(scope="module")

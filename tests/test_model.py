@@ -8,9 +8,12 @@ import random
 import pytest
 from pyspark.ml import PipelineModel
 
-from segmentation.model import KFit, choose_k, fit_kmeans, fit_on_all, knee_point, segment_order, sweep_k
+from segmentation.model.kmeans import fit_kmeans, fit_on_all, sweep_k
+from segmentation.model.knee import knee_point
+from segmentation.model.selection import KDiagnostics, choose_k_robust
 from segmentation.prepare import capping_bounds, fit_preparation
-from segmentation.profile import centers_in_original_units, with_segment_columns
+from segmentation.segments.order import segment_order, with_segment_columns
+from segmentation.segments.profiles import centers_in_original_units
 
 PREP = {
     "features": ["recency_days", "frequency", "monetary"],
@@ -34,16 +37,20 @@ def test_knee_point_needs_a_bend():
 
 
 def _fit(k, wcss, sil):
-    return KFit(k=k, wcss=wcss, silhouette=sil, cluster_sizes=[1] * k, model=None)
+    return KDiagnostics(k, wcss, sil, None, None, [1] * k, 0.2, None)
 
 
 def test_choose_k_explains_itself():
     fits = [_fit(2, 1000, 0.5), _fit(3, 400, 0.6), _fit(4, 150, 0.7), _fit(5, 130, 0.4), _fit(6, 120, 0.3)]
-    k, why = choose_k(fits, None)
-    assert k == 4 and why.startswith("knee of the WCSS curve over k=2..6")
-    assert choose_k(fits, 3) == (3, "fixed k=3 (model.k / --k)")
-    straight = [_fit(2, 30, 0.2), _fit(3, 20, 0.6), _fit(4, 10, 0.6)]
-    assert choose_k(straight, None) == (3, "no knee in k=2..4: highest silhouette (0.600)")
+    choice = choose_k_robust(fits)
+    assert choice.k == 4 and choice.reason.startswith("knee of the WCSS curve over k=2..6")
+    fixed = choose_k_robust(fits, 3)
+    assert (fixed.k, fixed.reason) == (3, "fixed k=3 (model.k / --k)")
+    straight = choose_k_robust([_fit(2, 30, 0.2), _fit(3, 20, 0.6), _fit(4, 10, 0.6)])
+    assert (straight.k, straight.reason) == (
+        3,
+        "no knee in the WCSS curve over k=2..4; highest silhouette among k that pass the vetoes (0.600)",
+    )
 
 
 def _blobs(spark, n_per_group=40, seed=1):
@@ -73,7 +80,7 @@ def test_sweep_recovers_three_groups_with_stable_order(spark):
     assert bounds == {}
     scaled = prep_model.transform(customers).cache()
     fits = sweep_k(scaled, [2, 3, 4, 5, 6], seed=42)
-    k, _ = choose_k(fits, None)
+    k, _ = knee_point([f.k for f in fits], [f.wcss for f in fits])
     assert k == 3
     chosen = next(f for f in fits if f.k == 3)
     assert sorted(chosen.cluster_sizes) == [40, 40, 40]

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from segmentation.profile import build_profiles, name_segments, segment_name
+from segmentation.segments.naming import name_segments, segment_name
+from segmentation.segments.profiles import build_profiles
 
 # clustered customers' (p25, p50, p75) per feature
 QUARTILES = {

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from segmentation.publish import published_snapshots
-from segmentation.run import run_segmentation
+from segmentation.pipeline import run_segmentation
+from segmentation.publish.snapshot import published_snapshots
 
 from . import synthetic
 from .conftest import REPO

@@ -17,15 +17,15 @@ from pathlib import Path
 import pytest
 from pyspark.sql import functions as F
 
-from segmentation.report import (
+from segmentation.features.scores import RFM_ACTIONS, RFM_SEGMENT_RULES
+from segmentation.report.data import (
     collect_report_data,
     histogram_specs,
     rfm_grid,
     sample_customers,
     segment_rfm_crosstab,
-    write_report,
 )
-from segmentation.rfm import RFM_ACTIONS, RFM_SEGMENT_RULES
+from segmentation.report.html import write_report
 
 SEGMENTS_SCHEMA = (
     "customer_id string, recency_days int, frequency int, tenure_days int, gross double, returns double, "

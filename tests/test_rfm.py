@@ -5,7 +5,7 @@ from __future__ import annotations
 import chispa
 import pytest
 
-from segmentation.rfm import (
+from segmentation.features.scores import (
     FALLBACK_BREAKPOINTS,
     RFM_ACTIONS,
     RFM_SEGMENT_RULES,

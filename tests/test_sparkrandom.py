@@ -1,4 +1,4 @@
-"""The random number generators the k sweep replays (segmentation/sparkrandom.py) against the JVM's own: Java's
+"""The random number generators the k sweep replays (segmentation/model/engine/sparkrandom.py) against the JVM's own: Java's
 Random, Spark's XORShiftRandom (and SQL's rand(), which draws from it) and RDD.takeSample."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from pyspark.sql import functions as F
 
-from segmentation import sparkrandom as R
+from segmentation.model.engine import sparkrandom as R
 
 SEEDS = [0, 1, 42, -7, 123_456_789_012, -(1 << 40), (1 << 63) - 1]
 

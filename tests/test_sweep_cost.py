@@ -13,11 +13,12 @@ from pyspark.sql import functions as F
 
 from jobs.generate_transactions import planted_features
 from segmentation.config import DEFAULTS, candidate_ks
-from segmentation.features import customer_features, with_line_kind
-from segmentation.io import original_columns, read_transactions
-from segmentation.model import choose_k, fit_on_all, sweep_k
+from segmentation.features.rfm import customer_features, with_line_kind
+from segmentation.model.kmeans import fit_on_all, sweep_k
+from segmentation.model.knee import knee_point
 from segmentation.prepare import fit_preparation
-from segmentation.validate import classify_rows
+from segmentation.sources.read import original_columns, read_transactions
+from segmentation.sources.validate import classify_rows
 
 MODEL = DEFAULTS["model"]
 
@@ -88,7 +89,7 @@ def test_elbow_on_generated_customers_matches_full_fits(spark):
     scaled = _scaled(_layout(planted_features(spark, 10_000, seed=3)).persist())
     fits = _assert_elbow_within_5_percent(scaled, ks=[2, 3, 4, 5, 6, 7])
     # four planted types: the knee is at 4
-    assert choose_k(fits, None)[0] == 4
+    assert knee_point([f.k for f in fits], [f.wcss for f in fits])[0] == 4
     scaled.unpersist()
 
 

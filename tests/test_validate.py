@@ -8,12 +8,12 @@ from pyspark.sql import functions as F
 
 from segmentation.config import DEFAULTS
 from segmentation.errors import InputError, SchemaError
-from segmentation.features import customer_features_from_orders, with_line_kind
-from segmentation.io import CORRUPT_COLUMN, original_columns, read_transactions
-from segmentation.validate import (
+from segmentation.features.rfm import customer_features_from_orders, with_line_kind
+from segmentation.io import WHITE_SPACE
+from segmentation.sources.read import CORRUPT_COLUMN, original_columns, read_transactions
+from segmentation.sources.validate import (
     ISO_FORMAT,
     PARTITION_KEY,
-    WHITE_SPACE,
     classify_rows,
     classify_weighted,
     ledger,

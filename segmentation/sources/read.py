@@ -1,0 +1,124 @@
+"""Reading the input: CSV, Parquet, ORC or JSON lines as Spark reads them, nothing inferred that could lose a row.
+
+Takes the `input` config section and hands the source stage a DataFrame of the original columns (CSV and JSON
+as strings, with a `_corrupt_record` column for lines that do not parse), after checking the path exists
+and every mapped column is there.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from segmentation.errors import InputError, SchemaError, root_cause
+from segmentation.io import HadoopFs
+
+CORRUPT_COLUMN = "_corrupt_record"
+
+
+def _check_exists(spark: SparkSession, path: str) -> None:
+    try:
+        matches = HadoopFs(spark, path).glob(path)
+    except Exception as exc:  # noqa: BLE001 - any file-system failure is an unreadable input
+        raise InputError(f"input path cannot be read: {path} ({type(exc).__name__})") from exc
+    if not matches:
+        raise InputError(f"input not found: {path}")
+
+
+def read_transactions(spark: SparkSession, input_cfg: dict[str, Any]) -> DataFrame:
+    """Read the configured input (a file, folder or glob) with every mapped column checked to exist."""
+    df = read_input(spark, input_cfg)
+    check_mapped_columns(df, input_cfg["columns"])
+    return df
+
+
+def read_input(spark: SparkSession, input_cfg: dict[str, Any]) -> DataFrame:
+    """The input's rows in `input.format`, plus `_corrupt_record`; one clear line when it cannot be read."""
+    path, fmt = str(input_cfg["path"]), input_cfg["format"]
+    _check_exists(spark, path)
+    try:
+        if fmt == "csv":
+            return _read_csv(spark, path, input_cfg.get("csv") or {})
+        if fmt == "json":
+            return _read_json(spark, path)
+        if fmt == "parquet":
+            # pandas and pyarrow write TIMESTAMP(NANOS), which Spark refuses as a type: read as the count
+            spark.conf.set("spark.sql.legacy.parquet.nanosAsLong", "true")
+        return spark.read.format(fmt).load(path).withColumn(CORRUPT_COLUMN, F.lit(None).cast("string"))
+    except InputError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - unreadable input: say why in one line
+        raise InputError(f"cannot read {fmt} input {path}: {root_cause(exc)}") from exc
+
+
+def _read_json(spark: SparkSession, path: str) -> DataFrame:
+    """JSON lines, every value as a string (numbers as written), a line that is no object in `_corrupt_record`."""
+    reader = spark.read.options(
+        primitivesAsString=True, mode="PERMISSIVE", columnNameOfCorruptRecord=CORRUPT_COLUMN
+    )
+    inferred = reader.json(path).schema
+    fields = [f for f in inferred.fields if f.name != CORRUPT_COLUMN]
+    if not fields:
+        raise InputError(f"input has no JSON object with fields: {path}")
+    schema = T.StructType(fields + [T.StructField(CORRUPT_COLUMN, T.StringType(), True)])
+    return reader.schema(schema).json(path)
+
+
+#: A byte-order mark some writers (Excel, PowerShell) put before the header; Spark keeps it in the first name.
+BOM = "\ufeff"
+
+
+def _read_csv(spark: SparkSession, path: str, csv_cfg: dict[str, Any]) -> DataFrame:
+    options = {
+        "header": True,
+        "sep": csv_cfg.get("delimiter", ","),
+        "encoding": csv_cfg.get("encoding", "UTF-8"),
+        # quoted fields may span lines; without it every physical line is a row
+        "multiLine": bool(csv_cfg.get("multiline", False)),
+        # keep values exactly as written: no trimming, no null markers other than an empty field
+        "ignoreLeadingWhiteSpace": False,
+        "ignoreTrailingWhiteSpace": False,
+        # the header gives the names (by position), whatever a file's first line says
+        "enforceSchema": True,
+    }
+    header = spark.read.options(**options).csv(path).columns
+    if not header:
+        raise InputError(f"input has no header row: {path}")
+    header = [header[0].removeprefix(BOM), *header[1:]]
+    schema = T.StructType(
+        [T.StructField(name, T.StringType(), True) for name in header]
+        + [T.StructField(CORRUPT_COLUMN, T.StringType(), True)]
+    )
+    return (
+        spark.read.options(**options)
+        .option("mode", "PERMISSIVE")
+        .option("columnNameOfCorruptRecord", CORRUPT_COLUMN)
+        .schema(schema)
+        .csv(path)
+    )
+
+
+def seeded_sample(df: DataFrame, rows: int, seed: int, total: int | None = None) -> DataFrame:
+    """About `rows` rows drawn evenly from the whole input with `seed` (the same rows on every run);
+    `total`: the input's row count when the caller has it."""
+    total = df.count() if total is None else total
+    fraction = min(1.0, 1.2 * rows / total) if total else 1.0
+    return df.sample(withReplacement=False, fraction=fraction, seed=seed).limit(rows)
+
+
+def original_columns(df: DataFrame) -> list[str]:
+    """The input's own columns, without the reader's bookkeeping column."""
+    return [c for c in df.columns if c != CORRUPT_COLUMN]
+
+
+def check_mapped_columns(df: DataFrame, columns: dict[str, str | None]) -> None:
+    """Raise SchemaError naming every mapped column the input lacks, and listing those it has."""
+    found = original_columns(df)
+    missing = [f"{role}={name!r}" for role, name in columns.items() if name and name not in found]
+    if missing:
+        raise SchemaError(
+            f"input is missing mapped column(s) {', '.join(missing)}; found columns: {', '.join(found)}"
+        )
