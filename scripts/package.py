@@ -59,8 +59,8 @@ def build_zip(repo: Path, dist: Path) -> Path:
         with zipfile.ZipFile(tmp_name, "w", compression=zipfile.ZIP_DEFLATED) as zf:
             for relative in package_sources(repo):
                 source = (repo / relative).read_bytes()
-                if relative.suffix == ".py":
-                    compile(source, str(relative), "exec")  # a syntax error fails the build, not the cluster job
+                if relative.suffix == ".py":  # a syntax error fails the build, not the cluster job
+                    compile(source, str(relative), "exec")
                 info = zipfile.ZipInfo(relative.as_posix(), date_time=FIXED_TIME)
                 info.external_attr = 0o644 << 16
                 info.compress_type = zipfile.ZIP_DEFLATED

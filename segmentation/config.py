@@ -1,7 +1,7 @@
 """Job configuration: defaults, safe YAML loading, command-line overrides and validation.
 
-Hands a plain nested dict to the job; every key the job reads has a default here, and unknown keys are
-errors so that a typo in a config file never silently falls back to a default.
+Hands the job the validated nested mapping of the typed model `schema.JobConfig` (its keys, types and defaults);
+unknown keys are errors naming their full path, so a typo never silently falls back to a default.
 """
 
 from __future__ import annotations
@@ -12,18 +12,18 @@ import os
 import posixpath
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import yaml
 
 from segmentation.errors import ConfigError
-
-BUNDLED_DATA = Path(__file__).resolve().parent / "data" / "online_retail"
-
-
-#: The bundled files (the folder also holds the data's README with its licence).
-BUNDLED_INPUT = str(BUNDLED_DATA / "part-*.parquet")
-
+from segmentation.schema import (
+    Format,
+    InputSection,
+    Method,
+    check_types,
+    defaults,
+)
 
 #: Per-customer features the job computes; any of them can be a model feature.
 FEATURE_COLUMNS = (
@@ -38,106 +38,17 @@ FEATURE_COLUMNS = (
 
 
 #: `model.method`: the Spark ML clustering methods the job can use.
-METHODS = ("kmeans", "bisecting_kmeans", "gaussian_mixture")
-
+METHODS: tuple[str, ...] = get_args(Method)
 
 #: `input.kind`: a transaction log aggregated per customer, or a table with one row per customer.
-INPUT_KINDS = ("transactions", "customers")
-
+INPUT_KINDS: tuple[str, ...] = get_args(InputSection.model_fields["kind"].annotation)
 
 #: `input.format`: what Spark reads natively (JSON: one object per line).
-INPUT_FORMATS = ("csv", "parquet", "orc", "json")
+INPUT_FORMATS: tuple[str, ...] = get_args(Format)
 
 
-DEFAULTS: dict[str, Any] = {
-    "input": {
-        "kind": "transactions",
-        "path": BUNDLED_INPUT,
-        "format": "parquet",
-        # auto: the first of `timestamps.CANDIDATES` that parses most of a seeded sample (docs/pipeline.md, "Input
-        # formats and timestamps"); or an explicit Spark pattern, `iso8601`, `epoch_seconds` / `_millis` / `_micros` / `_nanos`
-        "timestamp_format": "auto",
-        "time_zone": "UTC",
-        # decimal: "." or "," (a European file: 2,55; thousands separators "." are then allowed in groups of 3);
-        # multiline: quoted fields may hold line breaks (each file is then read by one task)
-        "csv": {"delimiter": ",", "encoding": "UTF-8", "decimal": ".", "multiline": False},
-        "columns": {
-            "customer_id": "CustomerID",
-            "order_id": "InvoiceNo",
-            "timestamp": "InvoiceDate",
-            "quantity": "Quantity",
-            "unit_price": "UnitPrice",
-            "amount": None,
-        },
-        "return_order_prefix": "C",
-        # input.kind customers: numeric and categorical columns of the customer table (original names)
-        "features": [],
-        "categorical": [],
-        # a missing feature value: reject the customer (reason missing_value) or impute it (Spark ML Imputer;
-        # categoricals get a category of their own)
-        "missing": "reject",
-        "impute_strategy": "mean",
-        # input.kind transactions: a customer table beside the transactions, joined on the customer id
-        "demographics": {
-            "path": None,
-            "format": "csv",
-            "customer_id": "CustomerID",
-            "features": [],
-            "categorical": [],
-        },
-    },
-    "cleaning": {"drop_duplicates": True, "returns": "net"},
-    "snapshot_date": None,
-    "prepare": {
-        "features": ["recency_days", "frequency", "monetary"],
-        "log1p": ["recency_days", "frequency", "monetary"],
-        "cap_quantiles": [0.0, 0.995],
-    },
-    "model": {
-        # kmeans, bisecting_kmeans (hierarchical) or gaussian_mixture (soft; membership probability)
-        "method": "kmeans",
-        # compare mode: other methods run on the same features, tabulated in the report and the manifest
-        "compare": [],
-        "k": None,
-        "k_min": 2,
-        "k_max": 10,
-        "seed": 42,
-        "max_iter": 50,
-        "tol": 1e-4,
-        # customers are laid out in this many partitions, sorted by id: KMeans results depend on the layout
-        "partitions": 2,
-        # fits of the other methods (bisecting_kmeans, gaussian_mixture) and their diagnostics run this many k at
-        # once (KMeans fits every k together in shared passes)
-        "parallelism": 2,
-        # the sweep's Lloyd passes (all k at once) run in the driver on the collected features up to this many
-        # customers (a few doubles each: 1M customers x 4 features = 32 MB), above it as one Spark job per pass;
-        # 0: always Spark jobs. Same models either way.
-        "driver_sweep_max_rows": 1_000_000,
-        # null: the sweep fits every customer. N: above N customers the sweep runs on a seeded sample of about N
-        # and the chosen k is refitted on all. Off by default: on data with a clear structure, KMeans beyond
-        # the true k lands in different local optima on a sample (elbow costs up to 14% off; see docs/choosing-k.md)
-        "sweep_sample": None,
-        # choice of k (docs/choosing-k.md): vetoes and the structure check
-        "min_cluster_share": 0.02,
-        "stability_fits": 2,
-        "min_stability": 0.75,
-        "min_silhouette": 0.5,
-        "min_gap": 0.1,
-        # customers in a cluster below min_cluster_share that vetoes the chosen k: exclude (refit without
-        # them, excluded_reason "outlier") or keep
-        "outliers": "exclude",
-    },
-    # report: the HTML report and its figures under reports/ (off: tables, model and manifest only)
-    "output": {"path": "output", "report": True},
-    # names in absolute terms too: a segment whose median customer last ordered more than lapsed_days ago is
-    # "Lost" (at most lost_max_orders orders) or "Lapsed", whatever the quartiles of the data
-    "naming": {"lapsed_days": 365, "lost_max_orders": 1},
-    # stable segment ids: a new center within this distance (scaled space) of a previous one is the same segment
-    "identity": {"max_distance": 1.0},
-    # external tables over the output in a Hive metastore (a persistent local Derby database by default)
-    # metastore null: `<output.path>/_catalog` for a local output, else `metastore` in the working directory
-    "catalog": {"enabled": True, "database": "segmentation", "metastore": None},
-}
+#: Every key with its default (the typed model `schema.JobConfig` defines them).
+DEFAULTS: dict[str, Any] = defaults()
 
 
 def _merge(base: dict[str, Any], override: dict[str, Any], where: str = "") -> dict[str, Any]:
@@ -469,6 +380,7 @@ def _validate_model_and_output(cfg: dict[str, Any]) -> dict[str, Any]:
         catalog["metastore"] = (
             f"{output.removeprefix('file://').rstrip('/')}/_catalog" if local else "metastore"
         )
+    check_types(cfg)
     return cfg
 
 

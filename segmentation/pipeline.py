@@ -12,7 +12,7 @@ import logging
 import multiprocessing
 import tempfile
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pyspark.ml import PipelineModel
@@ -39,7 +39,7 @@ from segmentation.publish.tables import (
 )
 from segmentation.report.data import collect_report_data, customer_report_data
 from segmentation.report.html import write_report
-from segmentation.segments.identity import stable_order, transitions_table
+from segmentation.segments.identity import PreviousSnapshot, stable_order, transitions_table
 from segmentation.segments.order import segment_order, with_segment_columns
 from segmentation.segments.profiles import centers_by_segment, profile_segments
 from segmentation.sources.customers import customer_source
@@ -60,127 +60,101 @@ class Prepared:
     dim: int
 
 
-def read_source(spark: SparkSession, cfg: dict[str, Any], timer: StageTimer, persisted: list) -> Source:
+@dataclass
+class Run:
+    """One run's context: the session, the config, the stage timer, the snapshot being staged and every
+    DataFrame cached on the way (unpersisted when the run ends)."""
+
+    spark: SparkSession
+    cfg: dict[str, Any]
+    run_id: str
+    publisher: SnapshotPublisher
+    timer: StageTimer = field(default_factory=StageTimer)
+    persisted: list[DataFrame] = field(default_factory=list)
+
+    def keep(self, df: DataFrame) -> DataFrame:
+        """`df` persisted until the run ends."""
+        self.persisted.append(df.persist())
+        return self.persisted[-1]
+
+
+@dataclass
+class Assignment:
+    """The chosen clustering as segments: each customer's segment, the cluster -> segment order, the centers,
+    and identity against the previous snapshot (a transaction log's ids and names are kept across snapshots)."""
+
+    assigned_df: DataFrame
+    order: dict[int, int]
+    centers: list[list[float]]
+    previous: PreviousSnapshot | None
+    kept_names: dict[int, str]
+    identity: dict[str, Any]
+
+
+@dataclass
+class Segmented:
+    """What the segments stage hands on: the assignment, the named profiles and the `segments` table."""
+
+    assignment: Assignment
+    profiles: list[dict[str, Any]]
+    scored_df: DataFrame
+    segments_df: DataFrame
+
+    @property
+    def names(self) -> dict[int, str]:
+        return {int(p["segment_id"]): p["segment_name"] for p in self.profiles}
+
+
+def read_source(run: Run) -> Source:
     """The source stage of the configured input kind."""
-    if cfg["input"].get("kind") == "customers":
-        return customer_source(spark, cfg, timer, persisted)
-    return transaction_source(spark, cfg, timer, persisted)
+    if run.cfg["input"].get("kind") == "customers":
+        return customer_source(run.spark, run.cfg, run.timer, run.persisted)
+    return transaction_source(run.spark, run.cfg, run.timer, run.persisted)
 
 
 def run_segmentation(spark: SparkSession, cfg: dict[str, Any], run_id: str | None = None) -> dict[str, Any]:
     """Run the whole job for one snapshot and publish it; returns the manifest."""
     run_id = run_id or new_run_id()
-    timer = StageTimer()
-    model_cfg, prep_cfg = cfg["model"], cfg["prepare"]
     spark.conf.set("spark.sql.session.timeZone", cfg["input"]["time_zone"])
-    publisher = SnapshotPublisher(spark, cfg["output"]["path"], run_id)
-    publisher.check_writable()
-    persisted: list[DataFrame] = []
+    run = Run(spark, cfg, run_id, SnapshotPublisher(spark, cfg["output"]["path"], run_id))
+    run.publisher.check_writable()
     # the report's figures render in a separate Python process while Spark writes the tables (mostly one task
     # at a time): a driver thread would hold the GIL the driver needs to drive those writes
     rendering = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
     report_dir = tempfile.TemporaryDirectory(prefix="segmentation-report-")
     try:
-        source = read_source(spark, cfg, timer, persisted)
-        publisher.snapshot_date = source.snapshot_date
-        ks = candidate_ks(model_cfg)
-        if source.counts.clustered_customers < 2 or max(ks) > source.counts.clustered_customers:
+        source = read_source(run)
+        run.publisher.snapshot_date = source.snapshot_date
+        ks = candidate_ks(cfg["model"])
+        counts = source.counts
+        if counts.clustered_customers < 2 or max(ks) > counts.clustered_customers:
             raise ModelError(
-                f"cannot fit k={max(ks)}: only {source.counts.clustered_customers} customer(s) can be clustered "
-                f"(of {source.counts.customers}; excluded {source.counts.excluded_customers})"
+                f"cannot fit k={max(ks)}: only {counts.clustered_customers} customer(s) can be clustered "
+                f"(of {counts.customers}; excluded {counts.excluded_customers})"
             )
-        with timer.stage("prepare"):
-            prepared = _prepare(source.clustered_df, source, prep_cfg, persisted)
-
-        with timer.stage("model"):
-            selection, prepared = _select(source, prepared, ks, cfg, persisted)
-            chosen = selection.chosen
-            log.info("chosen k=%d: %s", chosen.k, selection.choice.reason)
-            assigned_df = chosen.model.transform(prepared.scaled_df).transform(with_membership_probability)
-            order = segment_order(assigned_df, source.order_column)
-            centers = model_centers(chosen.model)
-            previous = reference = None
-            kept_names: dict[int, str] = {}
-            identity: dict[str, Any] = {}
-            if source.kind == "transactions":
-                # stable ids: a group that was a segment of the previous snapshot keeps its id and name
-                previous = previous_snapshot(spark, publisher, source.snapshot_date)
-                reference = identity_reference(spark, publisher, source.snapshot_date, previous)
-                order, kept_names, identity = stable_order(
-                    spark,
-                    order,
-                    centers,
-                    prepared.model,
-                    reference,
-                    prep_cfg["features"],
-                    float(cfg["identity"]["max_distance"]),
-                )
-                identity = {
-                    "previous_snapshot_date": previous.snapshot_date if previous else None,
-                    **identity,
-                }
-            assigned_df = assigned_df.transform(with_segment_columns, order=order, centers=centers).persist()
-            persisted.append(assigned_df)
-
-        with timer.stage("profile"):
-            numeric = [
-                f
-                for f in prep_cfg["features"]
-                if source.kind != "customers" or f in source.input_cfg["features"]
-            ]
-            profiles = profile_segments(
-                source,
-                assigned_df,
-                centers_by_segment(prepared.model, centers, order, numeric, prep_cfg["log1p"]),
-                prep_cfg,
-                cfg["naming"],
-                kept_names,
-            )
-            names = {int(p["segment_id"]): p["segment_name"] for p in profiles}
-            scored_df = source.customers_df
-            if source.rfm_breakpoints is not None:
-                scored_df = scored_df.transform(with_rfm_scores, breakpoints=source.rfm_breakpoints)
-            segments_df = segments_table(
-                assigned_df,
-                scored_df,
-                names,
-                run_id,
-                source.kind,
-                soft=model_cfg["method"] == "gaussian_mixture",
-                extra_columns=source.demographic_columns,
-                renamed=source.columns,
-            ).persist()
-            persisted.append(segments_df)
-            elbow = elbow_rows(selection, source.counts.clustered_customers)
+        with run.timer.stage("prepare"):
+            prepared = _prepare(run, source)
+        with run.timer.stage("model"):
+            selection, prepared = _select(run, source, prepared, ks)
+            assignment = _assign(run, source, prepared, selection)
+        with run.timer.stage("profile"):
+            segmented = _profile(run, source, prepared, assignment)
+        elbow = elbow_rows(selection, counts.clustered_customers)
         comparison = None
-        if model_cfg["compare"]:
-            with timer.stage("compare"):
+        if cfg["model"]["compare"]:
+            with run.timer.stage("compare"):
                 _, comparison = compare_methods(
-                    prepared.scaled_df,
-                    ks,
-                    model_cfg,
-                    prepared.dim,
-                    selection,
-                    source.counts.clustered_customers,
+                    prepared.scaled_df, ks, cfg["model"], prepared.dim, selection, counts.clustered_customers
                 )
-
-        transitions_df = None
-        if source.kind == "transactions":
-            with timer.stage("transitions"):
-                transitions_df = transitions_table(
-                    segments_df,
-                    previous_segments(spark, previous),
-                    previous.snapshot_date if previous else None,
-                ).withColumn("run_id", F.lit(run_id))
         manifest = Manifest(
             run_id=run_id,
             snapshot_date=source.snapshot_date,
             source=source.manifest,
-            counts=source.counts,
-            model=model_manifest(selection, ks, model_cfg, prep_cfg, prepared.bounds),
+            counts=counts,
+            model=model_manifest(selection, ks, cfg["model"], cfg["prepare"], prepared.bounds),
             comparison=comparison,
-            segments={str(p["segment_id"]): p["segment_name"] for p in profiles},
-            identity=identity,
+            segments={str(s): n for s, n in segmented.names.items()},
+            identity=assignment.identity,
             rfm=(
                 {"rfm_breakpoints": source.rfm_breakpoints, "rfm_actions": RFM_ACTIONS}
                 if source.rfm_breakpoints is not None
@@ -188,130 +162,194 @@ def run_segmentation(spark: SparkSession, cfg: dict[str, Any], run_id: str | Non
             ),
             versions=versions(spark.version),
             report=cfg["output"]["report"],
-            timings_s=dict(timer.timings),  # completed after the write stage
+            timings_s=dict(run.timer.timings),  # completed after the write stage
         )
-
         rendered = None
         if cfg["output"]["report"]:
-            with timer.stage("report"):
-                seed = int(model_cfg["seed"])
-                if source.kind == "customers":
-                    report_data = customer_report_data(
-                        segments_df, elbow, profiles, manifest.as_dict(), numeric, seed=seed
-                    )
-                else:
-                    report_data = collect_report_data(
-                        segments_df, elbow, profiles, manifest.as_dict(), seed=seed
-                    )
+            with run.timer.stage("report"):
+                report_data = _report_data(run, source, segmented, elbow, manifest)
                 rendered = rendering.submit(write_report, report_data, report_dir.name)
-
-        with timer.stage("write"):
-            publisher.write_table(
-                "segments", segments_df, files=output_files(spark, source.counts.customers, 1_000_000)
-            )
-            publisher.write_table("profiles", profiles_table(spark, profiles, run_id))
-            if source.rfm_breakpoints is not None:
-                rfm_df = rfm_segment_profiles(scored_df).withColumn("run_id", F.lit(run_id))
-            else:  # no transactions, no RFM scores: an empty table keeps the published layout the same
-                rfm_df = empty_rfm_profiles(spark, run_id)
-            publisher.write_table("rfm_profiles", rfm_df)
-            publisher.write_table("elbow", elbow_df(spark, elbow, run_id))
-            if transitions_df is not None:
-                publisher.write_table("transitions", transitions_df)
-            publisher.write_table(
-                "rejects",
-                source.rejects_df,
-                files=output_files(spark, sum(source.counts.rejected_rows.values()), 2_000_000),
-            )
-            publisher.save_model(
-                PipelineModel(stages=[*prepared.model.stages, chosen.model]),
-                {
-                    "run_id": run_id,
-                    "snapshot_date": source.snapshot_date,
-                    **({"input_kind": "customers"} if source.kind == "customers" else {}),
-                    "k": chosen.k,
-                    "features": prep_cfg["features"],
-                    **(
-                        {"input_columns": {o: i for i, o in source.columns.items()}} if source.columns else {}
-                    ),
-                    "log1p": prep_cfg["log1p"],
-                    "capping_bounds": {f: list(b) for f, b in prepared.bounds.items()},
-                    "cluster_to_segment": {str(c): s for c, s in sorted(order.items())},
-                    "segment_names": {str(s): n for s, n in sorted(names.items())},
-                },
-            )
+        with run.timer.stage("write"):
+            _write(run, source, prepared, selection, segmented, elbow)
         if rendered is not None:
-            with timer.stage("report_files"):
+            with run.timer.stage("report_files"):
                 written = rendered.result()  # figures and report.html, rendered during the write stage
-                publisher.copy_local_dir("reports", report_dir.name)
+                run.publisher.copy_local_dir("reports", report_dir.name)
                 log.info("report: %d files", len(written))
-        with timer.stage("publish"):
-            manifest.timings_s = timer.total()
-            source.counts.check(one_row_per_customer=source.kind == "customers")
-            publisher.write_manifest(manifest.as_dict())
-            publisher.commit()
+        with run.timer.stage("publish"):
+            manifest.timings_s = run.timer.total()
+            counts.check(one_row_per_customer=source.kind == "customers")
+            run.publisher.write_manifest(manifest.as_dict())
+            run.publisher.commit()
         result = manifest.as_dict()
         # a customer table's snapshot is not registered: its tables' schemas differ from a transaction log's,
-        # and one database holds one layout (docs/cluster.md, "Catalog")
+        # and one database holds one layout
         if cfg["catalog"]["enabled"] and source.kind == "transactions":
-            with timer.stage("catalog"):
-                result["catalog"] = update_catalog(spark, cfg["catalog"], publisher)
-        result["output_path"] = publisher.root
-        result["profiles"] = profiles
+            with run.timer.stage("catalog"):
+                result["catalog"] = update_catalog(spark, cfg["catalog"], run.publisher)
+        result["output_path"] = run.publisher.root
+        result["profiles"] = segmented.profiles
         return result
     except BaseException:
-        publisher.abort()
+        run.publisher.abort()
         raise
     finally:
         rendering.shutdown(wait=True, cancel_futures=True)
         report_dir.cleanup()
-        for df in persisted:
+        for df in run.persisted:
             df.unpersist()
 
 
-def _prepare(clustered_df: DataFrame, source: Source, prep_cfg: dict[str, Any], persisted: list) -> Prepared:
+def _prepare(run: Run, source: Source) -> Prepared:
     """Fit the preparation on the customers to cluster and scale them (persisted)."""
     input_cfg = source.input_cfg if source.kind == "customers" else None
-    model, bounds = fit_preparation(clustered_df, prep_cfg, input_cfg)
-    scaled_df = model.transform(clustered_df).persist()
-    persisted.append(scaled_df)
+    model, bounds = fit_preparation(source.clustered_df, run.cfg["prepare"], input_cfg)
+    scaled_df = run.keep(model.transform(source.clustered_df))
     scaled_df.count()
     return Prepared(model, bounds, scaled_df, scaled_dimensions(model))
 
 
-def _select(
-    source: Source, prepared: Prepared, ks: list[int], cfg: dict[str, Any], persisted: list
-) -> tuple[Selection, Prepared]:
+def _select(run: Run, source: Source, prepared: Prepared, ks: list[int]) -> tuple[Selection, Prepared]:
     """Sweep k and choose one; when a tiny cluster vetoes the knee (`model.outliers: exclude`) its customers
     are set aside as outliers (`excluded_reason` outlier) and the sweep runs once more without them. Updates
     the source's customers and counts in place."""
-    model_cfg = cfg["model"]
+    model_cfg = run.cfg["model"]
     selection = select_k(prepared.scaled_df, ks, model_cfg, prepared.dim)
     outlier_clusters = selection.outlier_clusters(model_cfg["min_cluster_share"])
-    if not outlier_clusters or model_cfg["outliers"] != "exclude":
-        return selection, prepared
-    outliers_df = (
-        selection.chosen.model.transform(prepared.scaled_df)
-        .filter(F.col("cluster").isin(outlier_clusters))
-        .select("customer_id", F.lit("outlier").alias("_outlier"))
-        .persist()
-    )
-    persisted.append(outliers_df)
-    source.customers_df = (
-        source.customers_df.join(outliers_df, "customer_id", "left")
-        .withColumn("excluded_reason", F.coalesce("excluded_reason", "_outlier"))
-        .drop("_outlier")
-        .persist()
-    )
-    persisted.append(source.customers_df)
-    source.clustered_df = source.clustered_df.join(outliers_df, "customer_id", "left_anti").persist()
-    persisted.append(source.clustered_df)
-    source.counts.excluded_customers = count_by(source.customers_df, "excluded_reason", EXCLUDED_REASONS)
-    source.counts.clustered_customers = source.clustered_df.count()
-    log.info("excluded %d outlier customer(s); refitting", source.counts.excluded_customers.get("outlier", 0))
-    if max(ks) > source.counts.clustered_customers:
-        raise ModelError(
-            f"cannot fit k={max(ks)}: only {source.counts.clustered_customers} customers left after outliers"
+    if outlier_clusters and model_cfg["outliers"] == "exclude":
+        outliers_df = run.keep(
+            selection.chosen.model.transform(prepared.scaled_df)
+            .filter(F.col("cluster").isin(outlier_clusters))
+            .select("customer_id", F.lit("outlier").alias("_outlier"))
         )
-    prepared = _prepare(source.clustered_df, source, cfg["prepare"], persisted)
-    return select_k(prepared.scaled_df, ks, model_cfg, prepared.dim), prepared
+        source.customers_df = run.keep(
+            source.customers_df.join(outliers_df, "customer_id", "left")
+            .withColumn("excluded_reason", F.coalesce("excluded_reason", "_outlier"))
+            .drop("_outlier")
+        )
+        source.clustered_df = run.keep(source.clustered_df.join(outliers_df, "customer_id", "left_anti"))
+        counts = source.counts
+        counts.excluded_customers = count_by(source.customers_df, "excluded_reason", EXCLUDED_REASONS)
+        counts.clustered_customers = source.clustered_df.count()
+        log.info("excluded %d outlier customer(s); refitting", counts.excluded_customers.get("outlier", 0))
+        if max(ks) > counts.clustered_customers:
+            raise ModelError(
+                f"cannot fit k={max(ks)}: only {counts.clustered_customers} customers left after outliers"
+            )
+        prepared = _prepare(run, source)
+        selection = select_k(prepared.scaled_df, ks, model_cfg, prepared.dim)
+    log.info("chosen k=%d: %s", selection.choice.k, selection.choice.reason)
+    return selection, prepared
+
+
+def _numeric_features(source: Source, prepare_cfg: dict[str, Any]) -> list[str]:
+    """The numeric model features: all of them for a transaction log, a customer table's numeric columns."""
+    if source.kind != "customers":
+        return list(prepare_cfg["features"])
+    return [f for f in prepare_cfg["features"] if f in source.input_cfg["features"]]
+
+
+def _assign(run: Run, source: Source, prepared: Prepared, selection: Selection) -> Assignment:
+    """The chosen model's clusters as segments: ordered by the source's value column, and for a transaction
+    log matched to the previous snapshot's segments so that a group keeps its id and name."""
+    prep_cfg = run.cfg["prepare"]
+    chosen = selection.chosen
+    assigned_df = chosen.model.transform(prepared.scaled_df).transform(with_membership_probability)
+    order = segment_order(assigned_df, source.order_column)
+    centers = model_centers(chosen.model)
+    previous, kept_names, identity = None, {}, {}
+    if source.kind == "transactions":
+        previous = previous_snapshot(run.spark, run.publisher, source.snapshot_date)
+        reference = identity_reference(run.spark, run.publisher, source.snapshot_date, previous)
+        order, kept_names, matched = stable_order(
+            run.spark,
+            order,
+            centers,
+            prepared.model,
+            reference,
+            prep_cfg["features"],
+            float(run.cfg["identity"]["max_distance"]),
+        )
+        identity = {"previous_snapshot_date": previous.snapshot_date if previous else None, **matched}
+    assigned_df = run.keep(assigned_df.transform(with_segment_columns, order=order, centers=centers))
+    return Assignment(assigned_df, order, centers, previous, kept_names, identity)
+
+
+def _profile(run: Run, source: Source, prepared: Prepared, assignment: Assignment) -> Segmented:
+    """Named profiles per segment and the `segments` table (every customer, RFM scores for a transaction log)."""
+    cfg, prep_cfg = run.cfg, run.cfg["prepare"]
+    numeric = _numeric_features(source, prep_cfg)
+    centers = centers_by_segment(
+        prepared.model, assignment.centers, assignment.order, numeric, prep_cfg["log1p"]
+    )
+    profiles = profile_segments(
+        source, assignment.assigned_df, centers, prep_cfg, cfg["naming"], assignment.kept_names
+    )
+    scored_df = source.customers_df
+    if source.rfm_breakpoints is not None:
+        scored_df = scored_df.transform(with_rfm_scores, breakpoints=source.rfm_breakpoints)
+    segments_df = segments_table(
+        assignment.assigned_df,
+        scored_df,
+        {int(p["segment_id"]): p["segment_name"] for p in profiles},
+        run.run_id,
+        source.kind,
+        soft=cfg["model"]["method"] == "gaussian_mixture",
+        extra_columns=source.demographic_columns,
+        renamed=source.columns,
+    )
+    return Segmented(assignment, profiles, scored_df, run.keep(segments_df))
+
+
+def _report_data(run: Run, source: Source, segmented: Segmented, elbow: list, manifest: Manifest) -> Any:
+    """What the report draws, reduced in Spark (the figures render in another process)."""
+    seed = int(run.cfg["model"]["seed"])
+    args = (segmented.segments_df, elbow, segmented.profiles, manifest.as_dict())
+    if source.kind == "customers":
+        return customer_report_data(*args, _numeric_features(source, run.cfg["prepare"]), seed=seed)
+    return collect_report_data(*args, seed=seed)
+
+
+def _write(
+    run: Run, source: Source, prepared: Prepared, selection: Selection, segmented: Segmented, elbow: list
+) -> None:
+    """Stage every table and the model of the snapshot (committed later, manifest last)."""
+    spark, run_id, publisher, prep_cfg = run.spark, run.run_id, run.publisher, run.cfg["prepare"]
+    counts = source.counts
+    publisher.write_table(
+        "segments", segmented.segments_df, files=output_files(spark, counts.customers, 1_000_000)
+    )
+    publisher.write_table("profiles", profiles_table(spark, segmented.profiles, run_id))
+    if source.rfm_breakpoints is not None:
+        rfm_df = rfm_segment_profiles(segmented.scored_df).withColumn("run_id", F.lit(run_id))
+    else:  # no transactions, no RFM scores: an empty table keeps the published layout the same
+        rfm_df = empty_rfm_profiles(spark, run_id)
+    publisher.write_table("rfm_profiles", rfm_df)
+    publisher.write_table("elbow", elbow_df(spark, elbow, run_id))
+    if source.kind == "transactions":
+        with run.timer.stage("transitions"):
+            previous = segmented.assignment.previous
+            transitions_df = transitions_table(
+                segmented.segments_df,
+                previous_segments(spark, previous),
+                previous.snapshot_date if previous else None,
+            )
+        publisher.write_table("transitions", transitions_df.withColumn("run_id", F.lit(run_id)))
+    rejected = sum(counts.rejected_rows.values())
+    publisher.write_table("rejects", source.rejects_df, files=output_files(spark, rejected, 2_000_000))
+    chosen = selection.chosen
+    publisher.save_model(
+        PipelineModel(stages=[*prepared.model.stages, chosen.model]),
+        {
+            "run_id": run_id,
+            "snapshot_date": source.snapshot_date,
+            **({"input_kind": "customers"} if source.kind == "customers" else {}),
+            "k": chosen.k,
+            "features": prep_cfg["features"],
+            **({"input_columns": {o: i for i, o in source.columns.items()}} if source.columns else {}),
+            "log1p": prep_cfg["log1p"],
+            "capping_bounds": {f: list(b) for f, b in prepared.bounds.items()},
+            "cluster_to_segment": {str(c): s for c, s in sorted(segmented.assignment.order.items())},
+            "segment_names": {str(s): n for s, n in sorted(segmented.names.items())},
+        },
+    )

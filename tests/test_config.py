@@ -85,6 +85,11 @@ def test_missing_config_file(tmp_path):
         ("model: {outliers: drop}", "model.outliers must be 'exclude' or 'keep', got 'drop'"),
         ("output: {report: 'no'}", "output.report must be true or false, got 'no'"),
         ("model: {min_stabilty: 0.5}", "unknown config key 'model.min_stabilty'"),
+        # what the typed model (segmentation/schema.py) checks: a wrong type names its full key
+        ("model: {tol: small}", r"config key 'model.tol': input should be a valid number.*got 'small'"),
+        ("model: {tol: 0}", r"config key 'model.tol': input should be greater than 0, got 0"),
+        ("input: {time_zone: [UTC]}", r"config key 'input.time_zone': input should be a valid string"),
+        ("catalog: {metastore: 3}", r"config key 'catalog.metastore': input should be a valid string, got 3"),
     ],
 )
 def test_invalid_values_are_explained(tmp_path, yaml_text, message):

@@ -11,7 +11,7 @@ from pyspark.ml.feature import StandardScaler, VectorAssembler
 from pyspark.ml.linalg import Vectors
 
 from segmentation.config import DEFAULTS, validate_config
-from segmentation.model.metrics import adjusted_rand_index, cluster_metrics
+from segmentation.model.metrics import adjusted_rand_index, adjusted_rand_index_of_table, cluster_metrics
 from segmentation.model.selection import KDiagnostics, choose_k_robust, select_k, with_structure
 
 KS = [2, 3, 4, 5, 6]
@@ -53,6 +53,30 @@ def test_adjusted_rand_index_from_a_contingency_table(spark):
     assert ari([0, 0, 0, 0], [0, 1, 2, 3]) == pytest.approx(0.0)
     # no pair together in both: index 0, expected 3 * 6 / 15 = 1.2, max 4.5 -> -1.2 / 3.3 (worse than chance)
     assert ari([0, 0, 1, 1, 2, 2], [0, 1, 0, 1, 0, 1]) == pytest.approx(-4 / 11)
+
+
+def test_adjusted_rand_index_agrees_with_scikit_learn(spark):
+    """The one ARI (Spark contingency table and the engine's table form) against sklearn's, on random labelings
+    of several sizes and label counts, with null labels left out as the docstring says."""
+    from sklearn.metrics import adjusted_rand_score
+
+    rng = random.Random(11)
+    cases = []
+    for n, ka, kb in [(2, 1, 1), (7, 2, 3), (50, 4, 4), (300, 6, 3), (1000, 10, 12)]:
+        a = [rng.randrange(ka) for _ in range(n)]
+        # b agrees with a on about half the rows, so the index is far from 0 and from 1
+        b = [x if rng.random() < 0.5 else rng.randrange(kb) for x in a]
+        cases.append((a, b))
+    rows = [(i, x, y) for i, (a, b) in enumerate(cases) for x, y in zip(a, b)]
+    rows += [(0, None, 1), (1, 2, None)]  # left out
+    df = spark.createDataFrame(rows, "case int, a int, b int").cache()
+    for i, (a, b) in enumerate(cases):
+        expected = adjusted_rand_score(a, b)
+        assert adjusted_rand_index(df.filter(f"case = {i}"), "a", "b") == pytest.approx(expected, abs=1e-12)
+        labels_a, labels_b = sorted(set(a)), sorted(set(b))
+        table = [[sum(1 for x, y in zip(a, b) if (x, y) == (la, lb)) for lb in labels_b] for la in labels_a]
+        assert adjusted_rand_index_of_table(table) == pytest.approx(expected, abs=1e-12)
+    df.unpersist()
 
 
 def test_calinski_harabasz_and_davies_bouldin_by_hand(spark):

@@ -12,9 +12,10 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from segmentation.config import BUNDLED_DATA, apply_overrides, load_config, validate_config
+from segmentation.config import apply_overrides, load_config, validate_config
 from segmentation.errors import ModelError
 from segmentation.pipeline import run_segmentation
+from segmentation.schema import BUNDLED_DATA
 
 from .reference_pandas import reference_from_frame
 

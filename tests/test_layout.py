@@ -1,7 +1,7 @@
 """The shape of the library: stages import one way, no module is over 500 lines, and the docs list every module.
 
 Stages, from the bottom up (a module may import its own stage or an earlier one, never a later one):
-base (errors, config, io, timer) < features < sources < prepare < model < segments < report < publish < top
+base (errors, schema, config, io, timer) < features < sources < prepare < model < segments < report < publish < top
 (manifest, pipeline, score). Inside a stage, modules import each other without cycles, and no import of the
 library hides inside a function.
 """
@@ -20,6 +20,7 @@ TOP_LEVEL = {
     "config": "base",
     "io": "base",
     "timer": "base",
+    "schema": "base",
     "prepare": "prepare",
     "manifest": "top",
     "pipeline": "top",

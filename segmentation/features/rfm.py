@@ -1,6 +1,6 @@
 """Features stage: accepted transaction lines -> one row of RFM features per customer.
 
-Takes the accepted rows of the validate stage and hands the prepare stage one row per customer with
+Takes the accepted rows of the source stage (`sources.validate`) and hands the prepare stage one row per customer with
 `customer_id`, `recency_days`, `frequency`, `tenure_days`, `gross`, `returns`, `monetary`, `avg_order_value`,
 the BTYD columns (`repeat_frequency`, `recency_age_days`, `T_days`, `avg_repeat_value`) and `excluded_reason`
 (null when the customer can be clustered). Definitions are in docs/pipeline.md, "Per-customer features".

@@ -1,6 +1,6 @@
 """Model stage: the clustering methods (`model.method`) behind one interface.
 
-`kmeans` (the default; its sweep is `model.sweep_k`), `bisecting_kmeans` (hierarchical, divisive: Spark ML
+`kmeans` (the default; its sweep is `model.kmeans.sweep_k`), `bisecting_kmeans` (hierarchical, divisive: Spark ML
 BisectingKMeans) and `gaussian_mixture` (Spark ML GaussianMixture: soft assignment; the output keeps each
 customer's membership probability of its segment). Every fitted model's transform adds `cluster`; the sweep
 returns the same `Fit` rows for every method, with `wcss` the within-cluster sum of squares of the (hard)
@@ -126,7 +126,7 @@ def sweep_method(
     stability_fits: int = 0,
     driver_max_rows: int = 1_000_000,
 ) -> list[Any]:
-    """Fit `method` for every k, logging "k i of n"; KMeans uses `model.sweep_k` (with its optional sample,
+    """Fit `method` for every k, logging "k i of n"; KMeans uses `model.kmeans.sweep_k` (with its optional sample,
     and the stability fits measured in the same passes; other methods get theirs in `k_diagnostics`)."""
     if method == "kmeans":
         return sweep_k(

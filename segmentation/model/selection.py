@@ -1,7 +1,7 @@
 """Model stage, after the sweep: per-k diagnostics and a choice of k that can be trusted.
 
 Takes the fits of the k sweep (any method: a fit function and the fitted model per k) and the scaled features,
-and hands the profile stage the chosen k with its reason, plus one row of diagnostics per k for the `elbow`
+and hands the segments stage the chosen k with its reason, plus one row of diagnostics per k for the `elbow`
 table and the report: cost (WCSS or log-likelihood), silhouette (Spark ML ClusteringEvaluator),
 Calinski-Harabasz and Davies-Bouldin (from per-cluster Spark aggregates: sizes, means, within-cluster sums),
 cluster sizes, smallest cluster share, and stability (mean adjusted Rand index between fits with other seeds,

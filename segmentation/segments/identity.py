@@ -1,7 +1,7 @@
 """Identity stage: segments keep their id and name from one snapshot to the next; how customers moved.
 
 Takes the model stage's clusters (centers in the scaled space, the fitted preparation) and the latest published
-snapshot before this one, and hands the profile stage a cluster -> segment_id map in which a cluster that is the
+snapshot before this one, and hands the profiles a cluster -> segment_id map in which a cluster that is the
 same group as a previous segment keeps that segment's id (and name), and a new group gets a new id. Matching is
 an optimal assignment (scipy's `linear_sum_assignment`) of the previous centers, mapped into this run's scaled
 space by this run's preparation, to the new centers, on squared Euclidean distance; a pair farther apart than

@@ -1,6 +1,6 @@
 """Validate stage: parse the raw columns and give every row either no reject reason or exactly one.
 
-Takes what `io.read_transactions` returns and hands the features stage the same rows with parsed columns
+Takes what `sources.read.read_transactions` returns and hands the features stage the same rows with parsed columns
 (`_customer_id`, `_order_id`, `_ts`, `_quantity`, `_unit_price`, `_value`) and `reject_reason` (null when
 accepted). Reasons are checked in the documented order and the first match wins.
 """
@@ -256,7 +256,7 @@ def each_line(weighted_df: DataFrame) -> DataFrame:
 
 
 def ledger(lines_df: DataFrame, original_cols: list[str], clustered_by: list[str] | None = None) -> DataFrame:
-    """The classified rows (`classify_weighted`, with `features.with_line_kind` columns) summed into what the
+    """The classified rows (`classify_weighted`, with `features.rfm.with_line_kind` columns) summed into what the
     later stages need, small enough to cache (the lines are not):
 
     - kind `order`: accepted lines summed per `_customer_id`, `_order_key`, `_date` and `_is_return`:
@@ -317,7 +317,7 @@ def ledger_summary(ledger_df: DataFrame) -> tuple[int, dict[str, int], dt.date |
 
 
 def ledger_orders(ledger_df: DataFrame) -> DataFrame:
-    """The accepted lines of a ledger, summed per order: the input of `features.customer_features_from_orders`."""
+    """The accepted lines of a ledger, summed per order: the input of `features.rfm.customer_features_from_orders`."""
     # an order's partition key is its customer id: taken from the key, the features stage's sums per customer
     # keep the ledger's partitioning (no shuffle)
     customer = PARTITION_KEY if PARTITION_KEY in ledger_df.columns else "_customer_id"

@@ -4,7 +4,7 @@ The k sweep's engine (segmentation/model/engine/) replays Spark ML's k-means|| s
 these are the generators it needs, bit for bit: `java.util.Random` (what `scala.util.Random` wraps: the seed of
 `RDD.takeSample`, the local k-means++), Spark's `XORShiftRandom` (its seeds scrambled by Scala's MurmurHash3;
 the samplers and SQL's `rand()`), and the sampling fraction of `RDD.takeSample`. tests/test_sparkrandom.py checks
-them against the JVM's own. Per-row random numbers are drawn in the JVM itself (`rand()`, see lloyd.py): a
+them against the JVM's own. Per-row random numbers are drawn in the JVM itself (`rand()`, see `start.py`): a
 Python loop per row would be too slow.
 """
 

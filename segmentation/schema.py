@@ -1,0 +1,188 @@
+"""The job's configuration as a typed model: every key, its type and its default, in one place.
+
+`config.DEFAULTS` is this model's defaults, `config.load_config` merges a YAML file over them (an unknown key
+is an error naming its full path), and `config.validate_config` checks the combinations (with messages that say
+what to change) and then the types here (`check_types`). `conf/template.yaml` shows every key with a comment.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
+
+from segmentation.errors import ConfigError
+
+#: The bundled Online Retail files (the folder also holds the data's README with its licence).
+BUNDLED_DATA = Path(__file__).resolve().parent / "data" / "online_retail"
+BUNDLED_INPUT = str(BUNDLED_DATA / "part-*.parquet")
+
+Format = Literal["csv", "parquet", "orc", "json"]
+Method = Literal["kmeans", "bisecting_kmeans", "gaussian_mixture"]
+PathLike = str | Path
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class CsvOptions(_Section):
+    """`input.csv`: how a CSV file is written."""
+
+    delimiter: str = ","
+    encoding: str = "UTF-8"
+    # "." or "," (a European file: 2,55; thousands separators "." are then allowed in groups of 3)
+    decimal: Literal[".", ","] = "."
+    # quoted fields may hold line breaks (each file is then read by one task)
+    multiline: StrictBool = False
+
+
+class Columns(_Section):
+    """`input.columns`: the input's column for each role (null: not mapped)."""
+
+    customer_id: str | None = "CustomerID"
+    order_id: str | None = "InvoiceNo"
+    timestamp: str | None = "InvoiceDate"
+    quantity: str | None = "Quantity"
+    unit_price: str | None = "UnitPrice"
+    amount: str | None = None
+
+
+class Demographics(_Section):
+    """`input.demographics`: a customer table beside the transactions, joined on the customer id."""
+
+    path: PathLike | None = None
+    format: Format = "csv"
+    customer_id: str | None = "CustomerID"
+    features: list[str] = []
+    categorical: list[str] = []
+
+
+class InputSection(_Section):
+    """`input`: what to read and how."""
+
+    kind: Literal["transactions", "customers"] = "transactions"
+    path: PathLike | None = BUNDLED_INPUT
+    format: Format = "parquet"
+    # auto: the first of `timestamps.CANDIDATES` that parses most of a seeded sample (docs/pipeline.md,
+    # "Input formats and timestamps"); or an explicit Spark pattern, `iso8601`, `epoch_seconds` / `_millis` /
+    # `_micros` / `_nanos`
+    timestamp_format: str = "auto"
+    time_zone: str = "UTC"
+    csv: CsvOptions = Field(default_factory=CsvOptions)
+    columns: Columns = Field(default_factory=Columns)
+    return_order_prefix: str | None = "C"
+    # input.kind customers: numeric and categorical columns of the customer table (original names)
+    features: list[str] = []
+    categorical: list[str] = []
+    # a missing feature value: reject the customer (reason missing_value) or impute it (Spark ML Imputer;
+    # categoricals get a category of their own)
+    missing: Literal["reject", "impute"] = "reject"
+    impute_strategy: Literal["mean", "median", "mode"] = "mean"
+    demographics: Demographics = Field(default_factory=Demographics)
+
+
+class Cleaning(_Section):
+    drop_duplicates: StrictBool = True
+    returns: Literal["net", "gross"] = "net"
+
+
+class Prepare(_Section):
+    features: list[str] = ["recency_days", "frequency", "monetary"]
+    log1p: list[str] = ["recency_days", "frequency", "monetary"]
+    cap_quantiles: list[float] | None = [0.0, 0.995]
+
+
+class ModelSection(_Section):
+    """`model`: the clustering, the k range and the choice of k (docs/choosing-k.md)."""
+
+    # kmeans, bisecting_kmeans (hierarchical) or gaussian_mixture (soft; membership probability)
+    method: Method = "kmeans"
+    # compare mode: other methods run on the same features, tabulated in the report and the manifest
+    compare: list[Method] = []
+    k: int | None = None
+    k_min: int = 2
+    k_max: int = 10
+    seed: int = 42
+    max_iter: int = 50
+    tol: float = Field(1e-4, gt=0)
+    # customers are laid out in this many partitions, sorted by id: KMeans results depend on the layout
+    partitions: int = 2
+    # fits of the other methods (bisecting_kmeans, gaussian_mixture) and their diagnostics run this many k at
+    # once (KMeans fits every k together in shared passes)
+    parallelism: int = 2
+    # the sweep's Lloyd passes (all k at once) run in the driver on the collected features up to this many
+    # customers (a few doubles each: 1M customers x 4 features = 32 MB), above it as one Spark job per pass;
+    # 0: always Spark jobs. Same models either way.
+    driver_sweep_max_rows: int = 1_000_000
+    # null: the sweep fits every customer. N: above N customers the sweep runs on a seeded sample of about N
+    # and the chosen k is refitted on all. Off by default: on data with a clear structure, KMeans beyond
+    # the true k lands in different local optima on a sample (elbow costs up to 14% off; docs/choosing-k.md)
+    sweep_sample: int | None = None
+    # choice of k: vetoes and the structure check
+    min_cluster_share: float = 0.02
+    stability_fits: int = 2
+    min_stability: float = 0.75
+    min_silhouette: float = 0.5
+    min_gap: float = 0.1
+    # customers in a cluster below min_cluster_share that vetoes the chosen k: exclude (refit without
+    # them, excluded_reason "outlier") or keep
+    outliers: Literal["exclude", "keep"] = "exclude"
+
+
+class Output(_Section):
+    path: PathLike | None = "output"
+    # the HTML report and its figures under reports/ (off: tables, model and manifest only)
+    report: StrictBool = True
+
+
+class Naming(_Section):
+    """Names in absolute terms too: a segment whose median customer last ordered more than `lapsed_days` ago
+    is "Lost" (at most `lost_max_orders` orders) or "Lapsed", whatever the quartiles of the data."""
+
+    lapsed_days: int = 365
+    lost_max_orders: int = 1
+
+
+class Identity(_Section):
+    # stable segment ids: a new center within this distance (scaled space) of a previous one is the same segment
+    max_distance: float = 1.0
+
+
+class Catalog(_Section):
+    """External tables over the output in a Hive metastore (a persistent local Derby database by default);
+    `metastore` null: `<output.path>/_catalog` for a local output, else `metastore` in the working directory."""
+
+    enabled: StrictBool = True
+    database: str = "segmentation"
+    metastore: str | None = None
+
+
+class JobConfig(_Section):
+    """The whole configuration of a run."""
+
+    input: InputSection = Field(default_factory=InputSection)
+    cleaning: Cleaning = Field(default_factory=Cleaning)
+    snapshot_date: str | None = None
+    prepare: Prepare = Field(default_factory=Prepare)
+    model: ModelSection = Field(default_factory=ModelSection)
+    output: Output = Field(default_factory=Output)
+    naming: Naming = Field(default_factory=Naming)
+    identity: Identity = Field(default_factory=Identity)
+    catalog: Catalog = Field(default_factory=Catalog)
+
+
+def defaults() -> dict[str, Any]:
+    """Every key with its default, as the nested mapping a YAML file overrides."""
+    return JobConfig().model_dump()
+
+
+def check_types(cfg: dict[str, Any]) -> JobConfig:
+    """The config as the typed model; a value of the wrong type is a ConfigError naming its full key."""
+    try:
+        return JobConfig.model_validate(cfg)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        key = ".".join(str(part) for part in error["loc"])
+        raise ConfigError(f"config key '{key}': {error['msg'].lower()}, got {error['input']!r}") from None
