@@ -61,8 +61,9 @@ def main(argv: list[str] | None = None) -> int:
             f"{manifest['model_snapshot_date']} (run {manifest['run_id']}): {manifest['output_path']}/segments/"
             f"snapshot_date={manifest['snapshot_date']}"
         )
+        width = max([18, *(len(name) for name in manifest["segments"].values())])
         for sid, n in manifest["segment_sizes"].items():
-            print(f"  {sid:>3}  {manifest['segments'][sid]:<18} {n:>9,}")
+            print(f"  {sid:>3}  {manifest['segments'][sid]:<{width}} {n:>9,}")
         return 0
 
     return run_job("score-customers", args.verbose, job)

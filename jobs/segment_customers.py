@@ -102,14 +102,16 @@ def summary_lines(manifest: dict[str, Any]) -> list[str]:
                 f"{p['segment_id']:>3}  {p['customers']:>9,} {p['share_customers']:>6.1%}  {p['segment_name']}"
             )
         return lines
+    # the name column as wide as the longest name ("Needs attention (occasional)"), at least 18
+    width = max([18, *(len(p["segment_name"]) for p in manifest["profiles"])])
     header = (
-        f"{'id':>3}  {'segment':<18} {'customers':>9} {'share':>6} {'revenue':>7}"
+        f"{'id':>3}  {'segment':<{width}} {'customers':>9} {'share':>6} {'revenue':>7}"
         f" {'recency d':>9} {'orders':>6} {'monetary':>10}"
     )
     lines += ["", "Segments (medians per customer):", header, "-" * len(header)]
     for p in manifest["profiles"]:
         lines.append(
-            f"{p['segment_id']:>3}  {p['segment_name']:<18} {p['customers']:>9,} {p['share_customers']:>6.1%}"
+            f"{p['segment_id']:>3}  {p['segment_name']:<{width}} {p['customers']:>9,} {p['share_customers']:>6.1%}"
             f" {p['share_revenue']:>7.1%} {p['median_recency_days']:>9.0f} {p['median_frequency']:>6.0f}"
             f" {p['median_monetary']:>10,.0f}"
         )

@@ -25,6 +25,7 @@ from segmentation.features.rfm import EXCLUDED_REASONS
 from segmentation.features.scores import RFM_ACTIONS, rfm_segment_profiles, with_rfm_scores
 from segmentation.manifest import Manifest, model_manifest, versions
 from segmentation.model.methods import model_centers, with_membership_probability
+from segmentation.model.sampled import DENSITY_METHODS, NOISE
 from segmentation.model.selection import Selection, compare_methods, elbow_rows, select_k
 from segmentation.prepare import fit_preparation, scaled_dimensions
 from segmentation.publish.catalog import update_catalog
@@ -210,36 +211,49 @@ def _prepare(run: Run, source: Source) -> Prepared:
 
 
 def _select(run: Run, source: Source, prepared: Prepared, ks: list[int]) -> tuple[Selection, Prepared]:
-    """Sweep k and choose one; when a tiny cluster vetoes the knee (`model.outliers: exclude`) its customers
-    are set aside as outliers (`excluded_reason` outlier) and the sweep runs once more without them. Updates
-    the source's customers and counts in place."""
+    """Sweep k and choose one. When a tiny cluster vetoes the knee (`model.outliers: exclude`) its customers
+    are set aside as outliers and the sweep runs once more without them; customers a density method calls
+    noise are set aside as `noise` (no refit: they belong to no cluster). Updates the source in place."""
     model_cfg = run.cfg["model"]
     selection = select_k(prepared.scaled_df, ks, model_cfg, prepared.dim)
     outlier_clusters = selection.outlier_clusters(model_cfg["min_cluster_share"])
     if outlier_clusters and model_cfg["outliers"] == "exclude":
-        outliers_df = run.keep(
-            selection.chosen.model.transform(prepared.scaled_df)
-            .filter(F.col("cluster").isin(outlier_clusters))
-            .select("customer_id", F.lit("outlier").alias("_outlier"))
-        )
-        source.customers_df = run.keep(
-            source.customers_df.join(outliers_df, "customer_id", "left")
-            .withColumn("excluded_reason", F.coalesce("excluded_reason", "_outlier"))
-            .drop("_outlier")
-        )
-        source.clustered_df = run.keep(source.clustered_df.join(outliers_df, "customer_id", "left_anti"))
-        counts = source.counts
-        counts.excluded_customers = count_by(source.customers_df, "excluded_reason", EXCLUDED_REASONS)
-        counts.clustered_customers = source.clustered_df.count()
-        log.info("excluded %d outlier customer(s); refitting", counts.excluded_customers.get("outlier", 0))
-        if max(ks) > counts.clustered_customers:
+        assigned_df = selection.chosen.model.transform(prepared.scaled_df)
+        _set_aside(run, source, assigned_df.filter(F.col("cluster").isin(outlier_clusters)), "outlier")
+        if max(ks) > source.counts.clustered_customers:
             raise ModelError(
-                f"cannot fit k={max(ks)}: only {counts.clustered_customers} customers left after outliers"
+                f"cannot fit k={max(ks)}: only {source.counts.clustered_customers} customers left after outliers"
             )
         prepared = _prepare(run, source)
         selection = select_k(prepared.scaled_df, ks, model_cfg, prepared.dim)
+    if selection.chosen.method in DENSITY_METHODS:
+        noise_df = _set_aside(
+            run,
+            source,
+            selection.chosen.model.transform(prepared.scaled_df).filter(F.col("cluster") == NOISE),
+            "noise",
+        )
+        scaled_df = run.keep(prepared.scaled_df.join(noise_df, "customer_id", "left_anti"))
+        prepared = Prepared(prepared.model, prepared.bounds, scaled_df, prepared.dim)
     log.info("chosen k=%d: %s", selection.choice.k, selection.choice.reason)
     return selection, prepared
+
+
+def _set_aside(run: Run, source: Source, customers_df: DataFrame, reason: str) -> DataFrame:
+    """The customers of `customers_df` leave the clustered ones with `excluded_reason` `reason`; the source's
+    counts follow. Returns their ids (persisted)."""
+    ids_df = run.keep(customers_df.select("customer_id", F.lit(reason).alias("_reason")))
+    source.customers_df = run.keep(
+        source.customers_df.join(ids_df, "customer_id", "left")
+        .withColumn("excluded_reason", F.coalesce("excluded_reason", "_reason"))
+        .drop("_reason")
+    )
+    source.clustered_df = run.keep(source.clustered_df.join(ids_df, "customer_id", "left_anti"))
+    counts = source.counts
+    counts.excluded_customers = count_by(source.customers_df, "excluded_reason", EXCLUDED_REASONS)
+    counts.clustered_customers = source.clustered_df.count()
+    log.info("set aside %d customer(s) as %s", counts.excluded_customers.get(reason, 0), reason)
+    return ids_df
 
 
 def _numeric_features(source: Source, prepare_cfg: dict[str, Any]) -> list[str]:

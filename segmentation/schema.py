@@ -19,7 +19,9 @@ BUNDLED_DATA = Path(__file__).resolve().parent / "data" / "online_retail"
 BUNDLED_INPUT = str(BUNDLED_DATA / "part-*.parquet")
 
 Format = Literal["csv", "parquet", "orc", "json"]
-Method = Literal["kmeans", "bisecting_kmeans", "gaussian_mixture"]
+Method = Literal[
+    "kmeans", "bisecting_kmeans", "gaussian_mixture", "dbscan", "hdbscan", "agglomerative", "som"
+]
 PathLike = str | Path
 
 
@@ -94,10 +96,42 @@ class Prepare(_Section):
     cap_quantiles: list[float] | None = [0.0, 0.995]
 
 
+class Dbscan(_Section):
+    """`model.dbscan`; null: eps from the knee of the k-distance curve, min_samples max(2 x dimensions, ln(sample))."""
+
+    eps: float | None = Field(None, gt=0)
+    min_samples: int | None = Field(None, ge=1)
+
+
+class Hdbscan(_Section):
+    """`model.hdbscan`; null: min_cluster_size max(10, sqrt(sample) / 2), min_samples max(5, ln(sample))."""
+
+    min_cluster_size: int | None = Field(None, ge=2)
+    min_samples: int | None = Field(None, ge=1)
+
+
+class Agglomerative(_Section):
+    """`model.agglomerative`: Ward's linkage by default; its memory grows with the square of the sample."""
+
+    linkage: Literal["ward", "average", "complete", "single"] = "ward"
+    fit_sample: int = Field(10_000, ge=100)
+
+
+class Som(_Section):
+    """`model.som`: a self-organizing map (MiniSom); grid null: a 1 x k map for each k of the sweep."""
+
+    grid: tuple[int, int] | None = None
+    sigma: float = Field(1.0, gt=0)
+    learning_rate: float = Field(0.5, gt=0)
+    iterations: int = Field(5_000, ge=1)
+
+
 class ModelSection(_Section):
     """`model`: the clustering, the k range and the choice of k (docs/choosing-k.md)."""
 
-    # kmeans, bisecting_kmeans (hierarchical) or gaussian_mixture (soft; membership probability)
+    # kmeans, bisecting_kmeans (hierarchical) or gaussian_mixture (soft; membership probability) in Spark ML;
+    # dbscan, hdbscan (density: they find k and mark noise), agglomerative (Ward) or som, fitted on a seeded
+    # sample of at most fit_sample customers in the driver, every customer then assigned in Spark
     method: Method = "kmeans"
     # compare mode: other methods run on the same features, tabulated in the report and the manifest
     compare: list[Method] = []
@@ -129,6 +163,11 @@ class ModelSection(_Section):
     # customers in a cluster below min_cluster_share that vetoes the chosen k: exclude (refit without
     # them, excluded_reason "outlier") or keep
     outliers: Literal["exclude", "keep"] = "exclude"
+    fit_sample: int = Field(100_000, ge=100)
+    dbscan: Dbscan = Field(default_factory=Dbscan)
+    hdbscan: Hdbscan = Field(default_factory=Hdbscan)
+    agglomerative: Agglomerative = Field(default_factory=Agglomerative)
+    som: Som = Field(default_factory=Som)
 
 
 class Output(_Section):

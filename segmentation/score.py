@@ -81,7 +81,12 @@ class SavedModel:
         """Customers (features stage rows) -> the `segments` layout, scored with this model."""
         clustered_df = customers_df.filter(F.col("excluded_reason").isNull())
         centers = [list(map(float, c)) for c in self.pipeline.stages[-1].clusterCenters()]
-        assigned_df = self.pipeline.transform(clustered_df).transform(
+        transformed_df = self.pipeline.transform(clustered_df)
+        # a density method's noise (cluster -1) belongs to no segment, as in training
+        noise_df = transformed_df.filter(F.col("cluster") < 0).select(
+            "customer_id", F.lit("noise").alias("_noise")
+        )
+        assigned_df = transformed_df.filter(F.col("cluster") >= 0).transform(
             with_segment_columns, order=self.order, centers=centers
         )
         name_map = F.create_map(*[F.lit(v) for pair in sorted(self.names.items()) for v in pair])
@@ -93,6 +98,9 @@ class SavedModel:
         )
         return (
             customers_df.transform(with_rfm_scores, breakpoints=self.manifest["rfm_breakpoints"])
+            .join(noise_df, "customer_id", "left")
+            .withColumn("excluded_reason", F.coalesce("excluded_reason", "_noise"))
+            .drop("_noise")
             .join(scored, "customer_id", "left")
             .withColumn("run_id", F.lit(self.run_id))
             .select(*SEGMENT_COLUMNS)

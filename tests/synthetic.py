@@ -92,3 +92,14 @@ def write_config(path: Path, catalog: str = "enabled: false", report: bool = Fal
         encoding="utf-8",
     )
     return path
+
+
+def scaled_points(spark, rows: list[tuple], schema: str = "customer_id string, a double, b double"):
+    """Customers with features `a` and `b` -> the standardised `scaled` vector, laid out (two partitions, sorted
+    by id) as the job lays out the customers it clusters; cached."""
+    from pyspark.ml.feature import StandardScaler, VectorAssembler
+
+    df = spark.createDataFrame(rows, schema).repartition(2, "customer_id").sortWithinPartitions("customer_id")
+    assembled = VectorAssembler(inputCols=["a", "b"], outputCol="features").transform(df)
+    scaler = StandardScaler(inputCol="features", outputCol="scaled", withMean=True, withStd=True)
+    return scaler.fit(assembled).transform(assembled).cache()

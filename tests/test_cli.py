@@ -98,3 +98,39 @@ def test_unwritable_output_is_one_line_before_any_work(tmp_path):
     assert "Parent path is not a directory" in error_lines[0]  # the cause, not a Py4J call id
     assert "stage read" not in result.stderr  # it stopped before reading the input
     assert blocker.read_text() == "not a directory\n"
+
+
+def test_the_segment_table_is_as_wide_as_the_longest_name():
+    from jobs.segment_customers import summary_lines
+
+    profile = {
+        "customers": 1458,
+        "share_customers": 0.395,
+        "share_revenue": 0.143,
+        "median_recency_days": 134.0,
+        "median_frequency": 1.0,
+        "median_monetary": 252.0,
+    }
+    manifest = {
+        "snapshot_date": "2011-12-10",
+        "run_id": "r",
+        "input_rows": 10,
+        "accepted_rows": 10,
+        "rejected_rows": {},
+        "customers": 2,
+        "clustered_customers": 2,
+        "excluded_customers": {},
+        "chosen_k": 2,
+        "chosen_k_reason": "fixed",
+        "output_path": "/out",
+        "report": False,
+        "profiles": [
+            {**profile, "segment_id": 1, "segment_name": "Champions"},
+            {**profile, "segment_id": 2, "segment_name": "Needs attention (occasional)"},
+        ],
+    }
+    lines = summary_lines(manifest)
+    rows = [line for line in lines if line.startswith(("  1  ", "  2  "))]
+    header = next(line for line in lines if line.startswith(" id  segment"))
+    # the customers column ends where its header ends, whatever the name's length
+    assert [row.index("1,458") + len("1,458") for row in rows] == [header.index("customers") + 9] * 2

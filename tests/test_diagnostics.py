@@ -7,25 +7,19 @@ import copy
 import random
 
 import pytest
-from pyspark.ml.feature import StandardScaler, VectorAssembler
 from pyspark.ml.linalg import Vectors
 
 from segmentation.config import DEFAULTS, validate_config
 from segmentation.model.metrics import adjusted_rand_index, adjusted_rand_index_of_table, cluster_metrics
 from segmentation.model.selection import KDiagnostics, choose_k_robust, select_k, with_structure
 
+from .synthetic import scaled_points
+
 KS = [2, 3, 4, 5, 6]
 
 
 def _scaled(spark, rows):
-    df = (
-        spark.createDataFrame(rows, "customer_id string, a double, b double")
-        .repartition(2, "customer_id")
-        .sortWithinPartitions("customer_id")
-    )
-    assembled = VectorAssembler(inputCols=["a", "b"], outputCol="features").transform(df)
-    scaler = StandardScaler(inputCol="features", outputCol="scaled", withMean=True, withStd=True)
-    return scaler.fit(assembled).transform(assembled).cache()
+    return scaled_points(spark, rows)
 
 
 def _select(scaled):

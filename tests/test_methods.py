@@ -94,9 +94,8 @@ def test_every_method_recovers_planted_groups_and_compare_tabulates_them(planted
 
 
 def test_unknown_method_is_an_error(planted):
-    with pytest.raises(ValueError, match="unknown method 'dbscan'; choose from kmeans, bisecting_kmeans"):
-        fit_method("dbscan", planted, 2, 1)
-    with pytest.raises(
-        ConfigError, match="model.method must be one of kmeans, bisecting_kmeans, gaussian_mixture"
-    ):
-        validate_config({**DEFAULTS, "model": {**DEFAULTS["model"], "method": "dbscan"}})
+    every = "kmeans, bisecting_kmeans, gaussian_mixture, dbscan, hdbscan, agglomerative, som"
+    with pytest.raises(ValueError, match=f"unknown method 'optics'; choose from {every}"):
+        fit_method("optics", planted, 2, 1)
+    with pytest.raises(ConfigError, match=f"model.method must be one of {every}, got 'optics'"):
+        validate_config({**DEFAULTS, "model": {**DEFAULTS["model"], "method": "optics"}})

@@ -19,7 +19,7 @@ BTYD_COLUMNS = ("repeat_frequency", "recency_age_days", "T_days", "avg_repeat_va
 
 #: Why a customer is kept out of clustering (checked in this order; `no_demographics` is set
 #: when a demographics table is joined, `outlier` by the model stage).
-EXCLUDED_REASONS = ("no_purchases", "non_positive_monetary", "no_demographics", "outlier")
+EXCLUDED_REASONS = ("no_purchases", "non_positive_monetary", "no_demographics", "outlier", "noise")
 
 
 def with_line_kind(df: DataFrame, return_prefix: str | None, has_order_id: bool) -> DataFrame:

@@ -28,6 +28,17 @@ from segmentation.config import METHODS
 from segmentation.model.fit import Fit
 from segmentation.model.kmeans import fit_kmeans, sweep_k
 from segmentation.model.metrics import cluster_metrics
+from segmentation.model.sampled import (
+    DENSITY_METHODS,
+    SAMPLED_METHODS,
+    driver_sample,
+    fit_on_sample,
+    sample_size,
+)
+from segmentation.schema import ModelSection
+
+#: The `model` section's defaults, for a caller that passes no config.
+MODEL_DEFAULTS = ModelSection().model_dump()
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +58,20 @@ PROBABILITY_COL = "membership"
 
 
 def fit_method(
-    method: str, scaled_df: DataFrame, k: int, seed: int, max_iter: int = 50, tol: float = 1e-4
+    method: str,
+    scaled_df: DataFrame,
+    k: int,
+    seed: int,
+    max_iter: int = 50,
+    tol: float = 1e-4,
+    params: dict[str, Any] | None = None,
 ) -> Any:
-    """Fit one model of `method` on `scaled`; its transform adds `cluster` (and `membership` for a mixture)."""
+    """Fit one model of `method` on `scaled`; its transform adds `cluster` (and `membership` for a mixture).
+    `params`: the `model` config section, for the sampled methods' settings (`model.fit_sample`, `model.<method>`)."""
+    if method in SAMPLED_METHODS:
+        params = params or MODEL_DEFAULTS
+        x, _ = driver_sample(scaled_df, sample_size(method, params), seed)
+        return fit_on_sample(method, x, k, seed, params)
     if method == "kmeans":
         return fit_kmeans(scaled_df, k, seed, max_iter, tol)
     if method == "bisecting_kmeans":
@@ -125,6 +147,7 @@ def sweep_method(
     sample_size: int | None = None,
     stability_fits: int = 0,
     driver_max_rows: int = 1_000_000,
+    params: dict[str, Any] | None = None,
 ) -> list[Any]:
     """Fit `method` for every k, logging "k i of n"; KMeans uses `model.kmeans.sweep_k` (with its optional sample,
     and the stability fits measured in the same passes; other methods get theirs in `k_diagnostics`)."""
@@ -140,9 +163,11 @@ def sweep_method(
             driver_max_rows=driver_max_rows,
         )
 
+    dim = len(scaled_df.select("scaled").first()[0])
+    if method in SAMPLED_METHODS:
+        return _sweep_sampled(method, scaled_df, ks, seed, dim, params or MODEL_DEFAULTS)
     done = 0
     lock = threading.Lock()
-    dim = len(scaled_df.select("scaled").first()[0])
 
     def fit_one(k: int) -> Fit:
         nonlocal done
@@ -181,3 +206,45 @@ def sweep_method(
         return [fit_one(k) for k in ks]
     with ThreadPoolExecutor(max_workers=parallelism, thread_name_prefix=method) as pool:
         return list(pool.map(fit_one, ks))
+
+
+def _sweep_sampled(
+    method: str, scaled_df: DataFrame, ks: list[int], seed: int, dim: int, params: dict[str, Any]
+) -> list[Fit]:
+    """One fit per k on the same seeded sample (the density methods: one fit, whose k they find), each applied
+    to every customer in Spark; sizes, WCSS and silhouette over the customers that are not noise."""
+    x, total = driver_sample(scaled_df, sample_size(method, params), seed)
+    if method in DENSITY_METHODS or (method == "som" and params["som"]["grid"]):
+        ks = ks[:1]  # one fit: the number of clusters is found (or the map's grid)
+    fits = []
+    for i, k in enumerate(ks, start=1):
+        started = time.perf_counter()
+        model = fit_on_sample(method, x, k, seed, params)
+        found = len(model.clusterCenters())
+        assigned = model.transform(scaled_df).filter(F.col("cluster") >= 0).persist()
+        counts = {int(r["cluster"]): int(r["count"]) for r in assigned.groupBy("cluster").count().collect()}
+        sizes = [counts.get(c, 0) for c in range(found)]
+        metrics = cluster_metrics(assigned, dim)
+        fit = Fit(
+            k=found,
+            wcss=float(metrics["within"] or 0.0),
+            silhouette=silhouette_of(assigned, sizes),
+            cluster_sizes=sizes,
+            model=model,
+            method=method,
+            extra={"noise": total - sum(sizes), "fitted_on": len(x)},
+        )
+        assigned.unpersist()
+        fits.append(fit)
+        log.info(
+            "k %d of %d: %s k=%d wcss=%.4f silhouette=%s noise=%d (%.1f s)",
+            i,
+            len(ks),
+            method,
+            found,
+            fit.wcss,
+            "n/a" if fit.silhouette is None else f"{fit.silhouette:.4f}",
+            fit.extra["noise"],
+            time.perf_counter() - started,
+        )
+    return fits

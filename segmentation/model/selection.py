@@ -27,6 +27,7 @@ from segmentation.model.kmeans import fit_on_all, sweep_k
 from segmentation.model.knee import knee_point, positive_gaps
 from segmentation.model.methods import fit_method, sweep_method
 from segmentation.model.metrics import adjusted_rand_index, cluster_metrics, total_sum_of_squares
+from segmentation.model.sampled import DENSITY_METHODS, SAMPLED_METHODS
 
 log = logging.getLogger(__name__)
 
@@ -113,10 +114,11 @@ def k_diagnostics(
     def one(f: Any) -> KDiagnostics:
         nonlocal done
         started = time.perf_counter()
-        if getattr(f, "metrics", None) is not None:  # measured by the KMeans sweep itself
+        if f.method == "kmeans" and f.metrics is not None:  # measured by the KMeans sweep itself
             metrics, stab = f.metrics, f.stability
         else:
-            metrics = cluster_metrics(f.model.transform(scaled_df), dim)
+            # a sampled method's sweep measured the customers that are not noise
+            metrics = f.metrics or cluster_metrics(f.model.transform(scaled_df), dim)
             stab = stability(scaled_df, f.model, f.k, extra_seeds, fit)
         diag = KDiagnostics(
             k=f.k,
@@ -346,15 +348,16 @@ def select_k(scaled_df: DataFrame, ks: list[int], model_cfg: dict[str, Any], dim
         sample_size=sample_size,
         stability_fits=int(model_cfg["stability_fits"]),
         driver_max_rows=int(model_cfg["driver_sweep_max_rows"]),
+        params=model_cfg,
     )
 
     def fit(df: DataFrame, k: int, s: int):
-        return fit_method(method, df, k, s, max_iter, tol)
+        return fit_method(method, df, k, s, max_iter, tol, model_cfg)
 
     def reference_cost(df: DataFrame, k: int, s: int) -> float:
-        """W(k) of the gap's reference: KMeans by the sweep's engine (the data's own W(k) is its cost too);
-        the other methods' hard assignment from aggregates."""
-        if method == "kmeans":
+        """W(k) of the gap's reference: KMeans by the sweep's engine (the data's own W(k) is its cost too; a
+        sampled method's too, a conservative reference); the Spark ML methods' hard assignment from aggregates."""
+        if method == "kmeans" or method in SAMPLED_METHODS:
             driver = int(model_cfg["driver_sweep_max_rows"])
             return sweep_k(df, [k], s, max_iter, tol, driver_max_rows=driver)[0].wcss
         return cluster_metrics(fit(df, k, s).transform(df), dim)["within"]
@@ -368,12 +371,26 @@ def select_k(scaled_df: DataFrame, ks: list[int], model_cfg: dict[str, Any], dim
         stability_fits=int(model_cfg["stability_fits"]),
         parallelism=parallelism,
     )
+    density = method in DENSITY_METHODS
     choice = choose_k_robust(
         diags,
-        model_cfg["k"],
+        fits[0].k if density else model_cfg["k"],
         min_cluster_share=model_cfg["min_cluster_share"],
         min_stability=model_cfg["min_stability"],
     )
+    if density:  # the method found k itself; say so, with any veto as a warning
+        found = fits[0]
+        reason = (
+            f"{method} finds k itself: {found.k} clusters on a seeded sample of {found.extra['fitted_on']:,} "
+            f"customers; {found.extra['noise']:,} customers are noise"
+        )
+        warning = choice.reason.partition("; warning: ")[2]
+        choice = KChoice(
+            choice.k,
+            reason + (f"; warning: {warning}" if warning else ""),
+            choice.clear_structure,
+            choice.vetoed,
+        )
     # the Spark ML model at the chosen k (the KMeans sweep keeps centers only; a sampled sweep refits on all)
     chosen = fit_on_all(scaled_df, next(f for f in fits if f.k == choice.k), seed, max_iter, tol)
     fits = [chosen if f.k == choice.k else f for f in fits]

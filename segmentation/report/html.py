@@ -20,6 +20,7 @@ from markupsafe import Markup
 from matplotlib.figure import Figure
 
 from segmentation.config import FEATURE_COLUMNS
+from segmentation.features.rfm import EXCLUDED_REASONS
 from segmentation.report.data import FIGURES, ReportData, rfm_segment_summary, segment_colour
 from segmentation.report.distributions import (
     figure_feature_distributions,
@@ -62,6 +63,16 @@ _FIGURE_BUILDERS: dict[str, Callable[[ReportData], Figure]] = {
     "feature_distributions.png": figure_feature_distributions,
     "rfm_grid.png": figure_rfm_grid,
     "segment_rfm_crosstab.png": figure_segment_rfm_crosstab,
+}
+
+
+#: What each `excluded_reason` means, in the report's words.
+EXCLUDED_WORDS = {
+    "no_purchases": "no purchases",
+    "non_positive_monetary": "no positive net spend",
+    "no_demographics": "no demographics row",
+    "outlier": "outliers (a cluster below model.min_cluster_share)",
+    "noise": "noise to the density method",
 }
 
 
@@ -299,9 +310,13 @@ def render_html(data: ReportData, images: dict[str, bytes]) -> str:
     figures = {name: _figure(name, png, titles[name], captions[name]) for name, png in images.items()}
     excluded = None
     if data.excluded:
+        reasons = [r for r in EXCLUDED_REASONS if r in data.excluded] + sorted(
+            set(data.excluded) - set(EXCLUDED_REASONS)
+        )
         excluded = {
             "total": f"{sum(data.excluded.values()):,}",
-            "listed": ", ".join(f"{n:,} {r}" for r, n in data.excluded.items()),
+            "listed": ", ".join(f"{data.excluded[r]:,} {r}" for r in reasons),
+            "why": "; ".join(EXCLUDED_WORDS.get(r, r) for r in reasons),
         }
     return _TEMPLATES.get_template("report.html.j2").render(
         m=m,
