@@ -46,7 +46,7 @@ from segmentation.segments.profiles import centers_by_segment, profile_segments
 from segmentation.sources.customers import customer_source
 from segmentation.sources.source import Source, count_by
 from segmentation.sources.transactions import transaction_source
-from segmentation.timer import StageTimer
+from segmentation.timer import StageTimer, spark_progress
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +117,8 @@ def run_segmentation(spark: SparkSession, cfg: dict[str, Any], run_id: str | Non
     """Run the whole job for one snapshot and publish it; returns the manifest."""
     run_id = run_id or new_run_id()
     spark.conf.set("spark.sql.session.timeZone", cfg["input"]["time_zone"])
-    run = Run(spark, cfg, run_id, SnapshotPublisher(spark, cfg["output"]["path"], run_id))
+    publisher = SnapshotPublisher(spark, cfg["output"]["path"], run_id)
+    run = Run(spark, cfg, run_id, publisher, timer=StageTimer(spark_progress(spark)))
     run.publisher.check_writable()
     # the report's figures render in a separate Python process while Spark writes the tables (mostly one task
     # at a time): a driver thread would hold the GIL the driver needs to drive those writes

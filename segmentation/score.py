@@ -39,6 +39,7 @@ from segmentation.sources.validate import (
     rejects_table,
     with_after_snapshot_reason,
 )
+from segmentation.timer import StageTimer, spark_progress
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +119,7 @@ def score_customers(
     for the scoring date under `cfg['output']['path']`; return the scoring manifest."""
 
     started = time.perf_counter()
+    timer = StageTimer(spark_progress(spark))
     inp = cfg["input"]
     spark.conf.set("spark.sql.session.timeZone", inp["time_zone"])
     model = SavedModel(spark, model_root, model_snapshot)
@@ -130,49 +132,55 @@ def score_customers(
     publisher.check_writable()
     persisted: list[DataFrame] = []
     try:
-        raw_df = read_transactions(spark, inp)
-        originals = original_columns(raw_df)
-        inp, _ = resolve_timestamp_format(raw_df, inp, int(cfg["model"]["seed"]))
-        classified_df = classify_rows(raw_df, inp, cfg["cleaning"]["drop_duplicates"], originals).persist()
-        persisted.append(classified_df)
-        input_rows = classified_df.count()
-        if cfg.get("snapshot_date"):
-            scoring_date = dt.date.fromisoformat(cfg["snapshot_date"])
-            classified_df = classified_df.transform(
-                with_after_snapshot_reason, snapshot_date=scoring_date.isoformat()
+        with timer.stage("read"):
+            raw_df = read_transactions(spark, inp)
+            originals = original_columns(raw_df)
+            inp, _ = resolve_timestamp_format(raw_df, inp, int(cfg["model"]["seed"]))
+        with timer.stage("validate"):
+            classified_df = classify_rows(
+                raw_df, inp, cfg["cleaning"]["drop_duplicates"], originals
+            ).persist()
+            persisted.append(classified_df)
+            input_rows = classified_df.count()
+            if cfg.get("snapshot_date"):
+                scoring_date = dt.date.fromisoformat(cfg["snapshot_date"])
+                classified_df = classified_df.transform(
+                    with_after_snapshot_reason, snapshot_date=scoring_date.isoformat()
+                )
+            else:
+                latest = max_accepted_date(classified_df)
+                if latest is None:
+                    raise InputError(f"no input row was accepted ({input_rows} rows)")
+                scoring_date = latest + dt.timedelta(days=1)
+            publisher.snapshot_date = scoring_date.isoformat()
+            rejected = {
+                r["reject_reason"]: int(r["count"])
+                for r in classified_df.groupBy("reject_reason").count().collect()
+                if r["reject_reason"] is not None
+            }
+            rejected = {k: rejected[k] for k in REJECT_REASONS if k in rejected}
+        with timer.stage("score"):
+            lines_df = classified_df.filter(F.col("reject_reason").isNull()).transform(
+                with_line_kind,
+                return_prefix=inp.get("return_order_prefix"),
+                has_order_id=bool(inp["columns"].get("order_id")),
             )
-        else:
-            latest = max_accepted_date(classified_df)
-            if latest is None:
-                raise InputError(f"no input row was accepted ({input_rows} rows)")
-            scoring_date = latest + dt.timedelta(days=1)
-        publisher.snapshot_date = scoring_date.isoformat()
-        rejected = {
-            r["reject_reason"]: int(r["count"])
-            for r in classified_df.groupBy("reject_reason").count().collect()
-            if r["reject_reason"] is not None
-        }
-        rejected = {k: rejected[k] for k in REJECT_REASONS if k in rejected}
-        lines_df = classified_df.filter(F.col("reject_reason").isNull()).transform(
-            with_line_kind,
-            return_prefix=inp.get("return_order_prefix"),
-            has_order_id=bool(inp["columns"].get("order_id")),
-        )
-        customers_df = customer_features(lines_df, scoring_date, cfg["cleaning"]["returns"])
-        segments_df = model.assign(customers_df).persist()
-        persisted.append(segments_df)
-        sizes = {
-            int(r["segment_id"]): int(r["count"])
-            for r in segments_df.groupBy("segment_id").count().collect()
-            if r["segment_id"] is not None
-        }
-        excluded = {
-            r["excluded_reason"]: int(r["count"])
-            for r in segments_df.groupBy("excluded_reason").count().collect()
-            if r["excluded_reason"] is not None
-        }
-        publisher.write_table("segments", segments_df)
-        publisher.write_table("rejects", rejects_table(classified_df, originals))
+            customers_df = customer_features(lines_df, scoring_date, cfg["cleaning"]["returns"])
+            segments_df = model.assign(customers_df).persist()
+            persisted.append(segments_df)
+            sizes = {
+                int(r["segment_id"]): int(r["count"])
+                for r in segments_df.groupBy("segment_id").count().collect()
+                if r["segment_id"] is not None
+            }
+            excluded = {
+                r["excluded_reason"]: int(r["count"])
+                for r in segments_df.groupBy("excluded_reason").count().collect()
+                if r["excluded_reason"] is not None
+            }
+        with timer.stage("write"):
+            publisher.write_table("segments", segments_df)
+            publisher.write_table("rejects", rejects_table(classified_df, originals))
         manifest = {
             "kind": "scoring",
             "run_id": model.run_id,
@@ -191,6 +199,7 @@ def score_customers(
             "segments": {str(s): n for s, n in sorted(model.names.items())},
             "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "duration_s": round(time.perf_counter() - started, 3),
+            "timings_s": timer.total(),
         }
         publisher.write_manifest(manifest)
         publisher.commit()
