@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 # apt-get when missing and running as root; otherwise those tests skip with a reason (and fail under CI=true).
 SYSTEM_TOOLS ?= chromium:chromium docker-compose:docker-compose
 
-.PHONY: install run test check format clean system-deps
+.PHONY: install run test check format clean system-deps dashboard
 
 $(VENV)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "Python 3.10+ is required (found " + sys.version.split()[0] + "); set PYTHON=python3.x")'
@@ -24,6 +24,11 @@ install: $(VENV)/.installed
 
 run: install
 	$(VENV)/bin/segment-customers $(ARGS)
+
+# the dashboard over the published output (http://127.0.0.1:8501); OUTPUT=path for another output root
+OUTPUT ?= output
+dashboard: install
+	$(VENV)/bin/segment-dashboard --output $(OUTPUT) $(ARGS)
 
 system-deps:
 	@missing=""; for pair in $(SYSTEM_TOOLS); do cmd=$${pair%%:*}; pkg=$${pair##*:}; \

@@ -2,7 +2,7 @@
 
 Stages, from the bottom up (a module may import its own stage or an earlier one, never a later one):
 base (errors, schema, config, io, timer) < features < sources < prepare < model < segments < report < publish < top
-(manifest, pipeline, score). Inside a stage, modules import each other without cycles, and no import of the
+(manifest, pipeline, score) < dashboard (it reads published output only). Inside a stage, modules import each other without cycles, and no import of the
 library hides inside a function.
 """
 
@@ -14,7 +14,18 @@ from pathlib import Path
 from .conftest import REPO
 
 PACKAGE = REPO / "segmentation"
-STAGES = ["base", "features", "sources", "prepare", "model", "segments", "report", "publish", "top"]
+STAGES = [
+    "base",
+    "features",
+    "sources",
+    "prepare",
+    "model",
+    "segments",
+    "report",
+    "publish",
+    "top",
+    "dashboard",
+]
 TOP_LEVEL = {
     "errors": "base",
     "config": "base",
