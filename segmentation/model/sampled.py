@@ -193,7 +193,10 @@ def fit_on_sample(method: str, x: np.ndarray, k: int, seed: int, params: dict[st
             learning_rate=som_cfg["learning_rate"],
             random_seed=seed,
         )
-        som.pca_weights_init(x) if x.shape[1] > 1 and rows > 1 else som.random_weights_init(x)
+        if x.shape[1] > 1 and rows > 1:
+            som.pca_weights_init(x)  # a 2-d map starts on the data's first two principal components
+        else:
+            som.random_weights_init(x)  # seeded: nodes start on sampled customers
         som.train(x, som_cfg["iterations"], random_order=True)
         codebook = som.get_weights().reshape(-1, x.shape[1])
         model = SampleAssignment.of(codebook, np.arange(len(codebook)), None, method)
