@@ -15,15 +15,6 @@ import streamlit as st
 
 from segmentation.dashboard.data import Campaign, MissingTable, Output, flow_sentences
 
-PAGES = {
-    "overview": "Overview",
-    "trends": "Trends",
-    "movement": "Movement",
-    "segment": "Segment detail",
-    "customer": "Customer lookup",
-    "campaign": "Campaign export",
-    "live": "Live",
-}
 #: Seconds between refreshes of the Live page.
 LIVE_REFRESH_S = int(os.environ.get("SEGMENT_DASHBOARD_REFRESH_S", "5"))
 
@@ -73,7 +64,7 @@ def overview(out: Output, snapshot: str) -> None:
         )
 
 
-def trends(out: Output) -> None:
+def trends(out: Output, snapshot: str) -> None:
     frame = out.trends()
     st.header("Segments over time")
     frame["segment"] = frame["segment_id"].astype(str) + " " + frame["segment_name"]
@@ -134,7 +125,7 @@ def segment(out: Output, snapshot: str) -> None:
             st.info(str(MissingTable(out.root, table)))
 
 
-def customer(out: Output) -> None:
+def customer(out: Output, snapshot: str) -> None:
     st.header("Customer lookup")
     wanted = st.text_input("Customer id", value=_param("customer", ""), key="w_customer")
     st.query_params["customer"] = wanted
@@ -191,7 +182,7 @@ def _range(label: str, key: str, bounds: tuple[float, float]) -> tuple[float, fl
     return value
 
 
-def live(out: Output) -> None:
+def live(out: Output, snapshot: str) -> None:
     st.header("Live segment changes")
 
     @st.fragment(run_every=LIVE_REFRESH_S)
@@ -204,11 +195,23 @@ def live(out: Output) -> None:
     latest()
 
 
+#: Page (its `?page=` value) -> title and the function that draws it for a snapshot.
+PAGES = {
+    "overview": ("Overview", overview),
+    "trends": ("Trends", trends),
+    "movement": ("Movement", movement),
+    "segment": ("Segment detail", segment),
+    "customer": ("Customer lookup", customer),
+    "campaign": ("Campaign export", campaign),
+    "live": ("Live", live),
+}
+
+
 def main() -> None:
     st.set_page_config(page_title="Customer segments", layout="wide")
     root = os.environ.get("SEGMENT_DASHBOARD_OUTPUT", "output")
     out = Output(root)
-    page = _choose("Page", list(PAGES), "page", format_func=PAGES.get)
+    page = _choose("Page", list(PAGES), "page", format_func=lambda name: PAGES[name][0])
     snapshots = out.snapshots()
     if not snapshots:
         st.warning(
@@ -218,20 +221,7 @@ def main() -> None:
         return
     snapshot = _choose("Snapshot", snapshots[::-1], "snapshot")
     try:
-        if page == "overview":
-            overview(out, snapshot)
-        elif page == "trends":
-            trends(out)
-        elif page == "movement":
-            movement(out, snapshot)
-        elif page == "segment":
-            segment(out, snapshot)
-        elif page == "customer":
-            customer(out)
-        elif page == "campaign":
-            campaign(out, snapshot)
-        else:
-            live(out)
+        PAGES[page][1](out, snapshot)
     except MissingTable as missing:
         st.info(str(missing))
 
