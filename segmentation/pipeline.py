@@ -42,7 +42,7 @@ from segmentation.report.data import collect_report_data, customer_report_data
 from segmentation.report.html import write_report
 from segmentation.segments.identity import PreviousSnapshot, stable_order, transitions_table
 from segmentation.segments.order import segment_order, with_segment_columns
-from segmentation.segments.profiles import centers_by_segment, profile_segments
+from segmentation.segments.profiles import centers_by_segment, profile_segments, segment_names
 from segmentation.sources.customers import customer_source
 from segmentation.sources.source import Source, count_by
 from segmentation.sources.transactions import transaction_source
@@ -103,7 +103,7 @@ class Segmented:
 
     @property
     def names(self) -> dict[int, str]:
-        return {int(p["segment_id"]): p["segment_name"] for p in self.profiles}
+        return segment_names(self.profiles)
 
 
 def read_source(run: Run) -> Source:
@@ -306,7 +306,7 @@ def _profile(run: Run, source: Source, prepared: Prepared, assignment: Assignmen
     segments_df = segments_table(
         assignment.assigned_df,
         scored_df,
-        {int(p["segment_id"]): p["segment_name"] for p in profiles},
+        segment_names(profiles),
         run.run_id,
         source.kind,
         soft=cfg["model"]["method"] == "gaussian_mixture",

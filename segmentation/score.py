@@ -31,6 +31,7 @@ from segmentation.publish.snapshot import (
 from segmentation.publish.tables import SEGMENT_COLUMNS
 from segmentation.segments.order import with_segment_columns
 from segmentation.sources.read import original_columns, read_transactions
+from segmentation.sources.source import count_by
 from segmentation.sources.timestamps import resolve_timestamp_format
 from segmentation.sources.validate import (
     REJECT_REASONS,
@@ -153,12 +154,7 @@ def score_customers(
                     raise InputError(f"no input row was accepted ({input_rows} rows)")
                 scoring_date = latest + dt.timedelta(days=1)
             publisher.snapshot_date = scoring_date.isoformat()
-            rejected = {
-                r["reject_reason"]: int(r["count"])
-                for r in classified_df.groupBy("reject_reason").count().collect()
-                if r["reject_reason"] is not None
-            }
-            rejected = {k: rejected[k] for k in REJECT_REASONS if k in rejected}
+            rejected = count_by(classified_df, "reject_reason", REJECT_REASONS)
         with timer.stage("score"):
             lines_df = classified_df.filter(F.col("reject_reason").isNull()).transform(
                 with_line_kind,
@@ -173,11 +169,7 @@ def score_customers(
                 for r in segments_df.groupBy("segment_id").count().collect()
                 if r["segment_id"] is not None
             }
-            excluded = {
-                r["excluded_reason"]: int(r["count"])
-                for r in segments_df.groupBy("excluded_reason").count().collect()
-                if r["excluded_reason"] is not None
-            }
+            excluded = count_by(segments_df, "excluded_reason", EXCLUDED_REASONS)
         with timer.stage("write"):
             publisher.write_table("segments", segments_df)
             publisher.write_table("rejects", rejects_table(classified_df, originals))
@@ -194,7 +186,7 @@ def score_customers(
             "rejected_rows": rejected,
             "customers": sum(sizes.values()) + sum(excluded.values()),
             "clustered_customers": sum(sizes.values()),
-            "excluded_customers": {k: excluded[k] for k in EXCLUDED_REASONS if k in excluded},
+            "excluded_customers": excluded,
             "segment_sizes": {str(k): v for k, v in sorted(sizes.items())},
             "segments": {str(s): n for s, n in sorted(model.names.items())},
             "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),

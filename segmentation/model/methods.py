@@ -24,7 +24,7 @@ from pyspark.ml.functions import vector_to_array
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from segmentation.config import METHODS
+from segmentation.config import DEFAULTS, METHODS
 from segmentation.model.fit import Fit
 from segmentation.model.kmeans import fit_kmeans, sweep_k
 from segmentation.model.metrics import cluster_metrics
@@ -35,10 +35,9 @@ from segmentation.model.sampled import (
     fit_on_sample,
     sample_size,
 )
-from segmentation.schema import ModelSection
 
 #: The `model` section's defaults, for a caller that passes no config.
-MODEL_DEFAULTS = ModelSection().model_dump()
+MODEL_DEFAULTS = DEFAULTS["model"]
 
 log = logging.getLogger(__name__)
 

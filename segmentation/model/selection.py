@@ -384,7 +384,7 @@ def select_k(scaled_df: DataFrame, ks: list[int], model_cfg: dict[str, Any], dim
             f"{method} finds k itself: {found.k} clusters on a seeded sample of {found.extra['fitted_on']:,} "
             f"customers; {found.extra['noise']:,} customers are noise"
         )
-        warning = choice.reason.partition("; warning: ")[2]
+        warning = ", ".join(choice.vetoed.get(choice.k, []))
         choice = KChoice(
             choice.k,
             reason + (f"; warning: {warning}" if warning else ""),

@@ -315,7 +315,7 @@ def render_html(data: ReportData, images: dict[str, bytes]) -> str:
         )
         excluded = {
             "total": f"{sum(data.excluded.values()):,}",
-            "listed": ", ".join(f"{data.excluded[r]:,} {r}" for r in reasons),
+            "listed": _counts({r: data.excluded[r] for r in reasons}),
             "why": "; ".join(EXCLUDED_WORDS.get(r, r) for r in reasons),
         }
     return _TEMPLATES.get_template("report.html.j2").render(

@@ -23,6 +23,7 @@ from pyspark.sql import types as T
 from scipy.optimize import linear_sum_assignment
 
 from segmentation.io import local_dataframe
+from segmentation.segments.profiles import segment_names
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +109,7 @@ def stable_order(
     mapping, distances = match_segments(
         order, centers, prev_centers, previous.max_segment_id + 1, max_distance
     )
-    prev_names = {int(p["segment_id"]): p["segment_name"] for p in previous.profiles}
+    prev_names = segment_names(previous.profiles)
     kept = {sid: prev_names[sid] for sid in distances}
     log.info("segments matched to snapshot %s: %s", previous.snapshot_date, distances)
     return (

@@ -227,3 +227,8 @@ def profile_segments(
     if source.demographic_columns:
         add_demographic_profiles(profiles, assigned_df, demo["features"], demo["categorical"])
     return profiles
+
+
+def segment_names(profiles: list[dict[str, Any]]) -> dict[int, str]:
+    """Segment id -> name, from the profiles."""
+    return {int(p["segment_id"]): p["segment_name"] for p in profiles}

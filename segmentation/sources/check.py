@@ -21,6 +21,7 @@ from segmentation.sources.customers import (
     read_customer_table,
 )
 from segmentation.sources.read import original_columns, read_transactions, seeded_sample
+from segmentation.sources.source import count_by
 from segmentation.sources.timestamps import resolve_timestamp_format
 from segmentation.sources.validate import REJECT_REASONS, classify_rows
 
@@ -69,15 +70,10 @@ def _input_lines(inp: dict[str, Any], total: int, sampled: int) -> list[str]:
     return lines
 
 
-def _reject_lines(counts: dict[str, int], order: tuple[str, ...], sampled: int) -> list[str]:
+def _reject_lines(counts: dict[str, int], sampled: int) -> list[str]:
     lines = [f"Would reject on the sample: {sum(counts.values()):,} of {sampled:,} rows"]
-    lines += [f"  {reason:<22} {counts[reason]:>8,}" for reason in order if counts.get(reason)]
+    lines += [f"  {reason:<22} {n:>8,}" for reason, n in counts.items()]  # in the documented order (count_by)
     return lines
-
-
-def _counts(classified_df: DataFrame) -> dict[str, int]:
-    rows = classified_df.groupBy("reject_reason").count().collect()
-    return {r["reject_reason"]: int(r["count"]) for r in rows if r["reject_reason"] is not None}
 
 
 def _sample(raw_df: DataFrame, inp: dict[str, Any], rows: int, seed: int) -> tuple[DataFrame, int, int]:
@@ -110,7 +106,7 @@ def check_input(spark: SparkSession, cfg: dict[str, Any], rows: int = CHECK_ROWS
         result.lines.append(f"Timestamps: {resolved['timestamp_format']!r} ({how})")
         classified_df = classify_rows(sample_df, resolved, cfg["cleaning"]["drop_duplicates"], originals)
         classified_df = classified_df.cache()
-        counts = _counts(classified_df)
+        counts = count_by(classified_df, "reject_reason", REJECT_REASONS)
         accepted_df = classified_df.filter(F.col("reject_reason").isNull())
         accepted = sampled - sum(counts.values())
         examples = accepted_df.orderBy("_customer_id", "_ts").limit(5).collect()
@@ -128,7 +124,7 @@ def check_input(spark: SparkSession, cfg: dict[str, Any], rows: int = CHECK_ROWS
                 for r in examples
             ]
         )
-        result.lines += _reject_lines(counts, REJECT_REASONS, sampled)
+        result.lines += _reject_lines(counts, sampled)
         customers = accepted_df.select("_customer_id").distinct().count()
         result.lines.append(f"Customers in the sample: {customers:,} ({accepted:,} accepted rows)")
         if accepted == 0:
@@ -154,7 +150,7 @@ def _check_customers(spark: SparkSession, cfg: dict[str, Any], rows: int, seed: 
             f"categorical {inp['categorical']}; model features {cfg['prepare']['features']}"
         )
         classified_df = classify_customer_rows(sample_df, inp).cache()
-        counts = _counts(classified_df)
+        counts = count_by(classified_df, "reject_reason", CUSTOMER_REJECT_REASONS)
         accepted_df = classified_df.filter(F.col("reject_reason").isNull())
         shown = ["customer_id", *inp["features"], *inp["categorical"]]
         examples = accepted_df.orderBy("customer_id").limit(5).collect()
@@ -163,7 +159,7 @@ def _check_customers(spark: SparkSession, cfg: dict[str, Any], rows: int, seed: 
         result.lines += _table(
             [{c: r["customer_id"] if c == "customer_id" else r[names[c]] for c in shown} for r in examples]
         )
-        result.lines += _reject_lines(counts, CUSTOMER_REJECT_REASONS, sampled)
+        result.lines += _reject_lines(counts, sampled)
         accepted = sampled - sum(counts.values())
         result.lines.append(f"Customers in the sample: {accepted:,}")
         if accepted == 0:
