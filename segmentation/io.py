@@ -1,10 +1,9 @@
-"""I/O stage: read the raw transaction log, and the file-system operations that publishing needs.
+"""Spark helpers every stage may use: column references and white space, small tables built in the JVM, and
+the Hadoop file system (local paths, HDFS, S3) that reading and publishing go through.
 
-Reading hands the validate stage a DataFrame of the input's original columns plus `_corrupt_record` (the raw
-line of a CSV row whose field count does not match the header, or of a JSON line that is no object; always null
-for Parquet and ORC). Nothing is inferred from the data: CSV and JSON values are read as strings (CSV with an
-explicit schema built from the header); Parquet and ORC keep their types, nanosecond timestamps (pandas,
-pyarrow) as their integer count, which the timestamp formats read as `epoch_nanos`.
+`col`/`quoted` reach columns whose names hold spaces or dots, `strip` trims the white space Spark's `trim`
+leaves, `local_dataframe` builds a small table without a Python worker, `HadoopFs` lists, moves and writes
+files. The readers themselves are in `sources/read.py`.
 """
 
 from __future__ import annotations

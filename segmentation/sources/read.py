@@ -2,7 +2,11 @@
 
 Takes the `input` config section and hands the source stage a DataFrame of the original columns (CSV and JSON
 as strings, with a `_corrupt_record` column for lines that do not parse), after checking the path exists
-and every mapped column is there.
+and every mapped column is there. `_corrupt_record` holds the raw line of a CSV row whose field count does not
+match the header, or of a JSON line that is no object; it is always null for Parquet and ORC. Nothing is
+inferred from the data: CSV is read with an explicit all-string schema built from its header; Parquet and ORC
+keep their types, nanosecond timestamps (pandas, pyarrow) as their integer count, which the timestamp formats
+read as `epoch_nanos`.
 """
 
 from __future__ import annotations
