@@ -361,3 +361,14 @@ def test_empty_csv_file_is_explained(spark, tmp_path):
     path.write_text("")
     with pytest.raises(InputError, match="input has no header row"):
         read_transactions(spark, {**_input_cfg(), "path": str(path), "format": "csv"})
+
+
+def test_ordered_counts_keep_an_undocumented_reason_last():
+    from segmentation.sources.source import ordered_counts
+
+    counts = {"duplicate": 3, "zzz_new": 2, "malformed_row": 1, "invalid_number": 0}
+    assert list(ordered_counts(counts, ("malformed_row", "invalid_number", "duplicate")).items()) == [
+        ("malformed_row", 1),
+        ("duplicate", 3),
+        ("zzz_new", 2),
+    ]

@@ -62,8 +62,10 @@ class Source:
 
 
 def ordered_counts(counts: dict[str, int], order: tuple[str, ...]) -> dict[str, int]:
-    """`counts` in the documented order of `order`, without the reasons that did not occur."""
-    return {reason: counts[reason] for reason in order if counts.get(reason)}
+    """`counts` in the documented order of `order`, without the reasons that did not occur; a reason `order`
+    does not list comes after them (sorted), never dropped: the counts must still add up to the rows."""
+    known = {reason: counts[reason] for reason in order if counts.get(reason)}
+    return known | {reason: counts[reason] for reason in sorted(set(counts) - set(order)) if counts[reason]}
 
 
 def count_by(df: DataFrame, column: str, order: tuple[str, ...]) -> dict[str, int]:
