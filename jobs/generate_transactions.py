@@ -16,7 +16,9 @@ Writes under --out:
 Every value is a function of (seed, customer, line index) through `xxhash64`, so the same arguments give the same
 files on any machine and any partitioning. Customers get a planted type (recency, orders, lines per order and
 basket size differ by type), a log-normal number of orders and lines (heavy-tailed activity: a small share of
-customers has most of the lines), and exactly `--lines` lines in total. Defects are drawn per line: returns
+customers has most of the lines), and exactly `--lines` lines in total. Products have planted preferences: a
+type buys mostly from its own pool of products, each customer from a window of it (`product_pools()`, recorded
+in generator.json), so segment products, basket rules and recommendations have a known answer. Defects are drawn per line: returns
 ("C" invoice, negative quantity), lines without customer, exact duplicates of the previous line, malformed values
 (a quantity "12x", a price "n/a" or a date in another format).
 """
@@ -196,6 +198,39 @@ def with_line_counts(customers_df: DataFrame, lines: int) -> DataFrame:
     )
 
 
+#: Products: each customer type prefers its own pool of `POOL_SIZE` products (type i: products
+#: [i * POOL_SIZE, (i + 1) * POOL_SIZE)); the rest of the catalog is shared, a few products far more popular
+#: than the others. StockCode = PRODUCT_CODE_OFFSET + product.
+POOL_SIZE = 200
+SHARED_PRODUCTS = 1200
+PRODUCT_CODE_OFFSET = 20000
+#: Share of a customer's lines from their type's pool, and how many products of it a customer favours (a
+#: window at a customer-specific offset: customers with overlapping windows buy alike).
+PREFERRED_SHARE = 0.6
+TASTE_WINDOW = 20
+
+
+def product_of_line(seed: int, c: Column, e: Column, type_id: Column) -> Column:
+    """The product of line e of customer c: PREFERRED_SHARE of the lines from a window of TASTE_WINDOW products
+    of the type's pool, the others from the shared catalog (index = SHARED_PRODUCTS x u^2: a popular head)."""
+    u = uniform(seed, "product", c, e)
+    window_start = F.floor(uniform(seed, "taste", c) * POOL_SIZE)
+    in_window = F.floor(uniform(seed, "pick", c, e) * TASTE_WINDOW)
+    preferred = type_id * POOL_SIZE + F.pmod(window_start + in_window, F.lit(POOL_SIZE))
+    shared = len(CUSTOMER_TYPES) * POOL_SIZE + F.floor(
+        F.lit(float(SHARED_PRODUCTS)) * F.pow(uniform(seed, "shared", c, e), 2)
+    )
+    return F.when(u < PREFERRED_SHARE, preferred).otherwise(shared).cast("long")
+
+
+def product_pools() -> dict[str, list[str]]:
+    """Each customer type's preferred StockCodes, first and last (generator.json; tests check against them)."""
+    return {
+        t.name: [str(PRODUCT_CODE_OFFSET + i * POOL_SIZE), str(PRODUCT_CODE_OFFSET + (i + 1) * POOL_SIZE - 1)]
+        for i, t in enumerate(CUSTOMER_TYPES)
+    }
+
+
 def transactions(customers_df: DataFrame, p: GeneratorParams) -> DataFrame:
     """Explode customers into their lines and draw every value from hashes of (seed, customer, line)."""
     seed = p.seed
@@ -219,8 +254,12 @@ def transactions(customers_df: DataFrame, p: GeneratorParams) -> DataFrame:
         - (F.col("recency") + days_before_last) * 86400
         + (8 * 3600 + F.floor(uniform(seed, "time", c, F.col("o")) * 10 * 3600 / 60) * 60)
     )
-    stock = F.lit(10000) + F.pmod(c * 7 + e, F.lit(90000))
-    price = F.round(F.lit(0.4) + F.lit(9.6) * uniform(seed, "price", stock), 2)
+    # the price is drawn per line as before the products had preferences, so the features stay the same
+    price = F.round(
+        F.lit(0.4) + F.lit(9.6) * uniform(seed, "price", F.lit(10000) + F.pmod(c * 7 + e, F.lit(90000))), 2
+    )
+    product = product_of_line(seed, c, e, F.col("type_id"))
+    stock = F.lit(PRODUCT_CODE_OFFSET) + product
     quantity = F.ceil(F.col("quantity_scale") * (F.lit(0.2) + F.lit(1.6) * uniform(seed, "qty", c, e)))
     invoice = (c * (MAX_ORDERS + 1) + F.col("o") + F.lit(100000)).cast("string")
     u = uniform(seed, "defect", c, e)
@@ -236,8 +275,13 @@ def transactions(customers_df: DataFrame, p: GeneratorParams) -> DataFrame:
     return lines_df.withColumn("o", order).select(
         F.when(is_return, F.concat(F.lit("C"), invoice)).otherwise(invoice).alias("InvoiceNo"),
         stock.cast("string").alias("StockCode"),
-        F.element_at(
-            F.array(*[F.lit(x) for x in PRODUCTS]), (F.pmod(stock, F.lit(len(PRODUCTS))) + 1).cast("int")
+        F.concat(
+            F.element_at(
+                F.array(*[F.lit(x) for x in PRODUCTS]),
+                (F.pmod(product, F.lit(len(PRODUCTS))) + 1).cast("int"),
+            ),
+            F.lit(" "),
+            product.cast("string"),
         ).alias("Description"),
         F.when(is_malformed & (kind == 0), F.concat(quantity_text, F.lit("x")))
         .otherwise(quantity_text)
@@ -309,6 +353,7 @@ def generate(
         "formats": list(formats),
         "customer_types": [asdict(t) for t in CUSTOMER_TYPES],
         "customers_per_type": dict(sorted(per_type.items())),
+        "product_pools": product_pools(),
         "seconds": round(time.perf_counter() - started, 1),
     }
     Path(out).mkdir(parents=True, exist_ok=True)

@@ -67,6 +67,7 @@ class Manifest:
     comparison: dict[str, Any] | None = None
     identity: dict[str, Any] = field(default_factory=dict)
     rfm: dict[str, Any] = field(default_factory=dict)
+    recommend: dict[str, Any] = field(default_factory=dict)
     timings_s: dict[str, float] = field(default_factory=dict)
     created_at: str = field(
         default_factory=lambda: dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
@@ -84,6 +85,7 @@ class Manifest:
             "segments": self.segments,
             **self.identity,
             **self.rfm,
+            **({"recommend": self.recommend} if self.recommend else {}),
             "versions": self.versions,
             "report": self.report,
             "created_at": self.created_at,

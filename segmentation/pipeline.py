@@ -8,6 +8,7 @@ source reads, the publish stage writes (staged, committed last, aborted on any e
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import multiprocessing
 import tempfile
@@ -38,8 +39,10 @@ from segmentation.publish.tables import (
     profiles_table,
     segments_table,
 )
+from segmentation.recommend.stage import Recommendations, recommend, recommend_enabled
 from segmentation.report.data import collect_report_data, customer_report_data
 from segmentation.report.html import write_report
+from segmentation.report.offers import collect_offers
 from segmentation.segments.identity import PreviousSnapshot, stable_order, transitions_table
 from segmentation.segments.order import segment_order, with_segment_columns
 from segmentation.segments.profiles import centers_by_segment, profile_segments, segment_names
@@ -141,6 +144,7 @@ def run_segmentation(spark: SparkSession, cfg: dict[str, Any], run_id: str | Non
             assignment = _assign(run, source, prepared, selection)
         with run.timer.stage("profile"):
             segmented = _profile(run, source, prepared, assignment)
+        recommended = _recommend(run, source, segmented)
         elbow = elbow_rows(selection, counts.clustered_customers)
         comparison = None
         if cfg["model"]["compare"]:
@@ -162,6 +166,7 @@ def run_segmentation(spark: SparkSession, cfg: dict[str, Any], run_id: str | Non
                 if source.rfm_breakpoints is not None
                 else {}
             ),
+            recommend=recommended.manifest,
             versions=versions(spark.version),
             report=cfg["output"]["report"],
             timings_s=dict(run.timer.timings),  # completed after the write stage
@@ -169,10 +174,10 @@ def run_segmentation(spark: SparkSession, cfg: dict[str, Any], run_id: str | Non
         rendered = None
         if cfg["output"]["report"]:
             with run.timer.stage("report"):
-                report_data = _report_data(run, source, segmented, elbow, manifest)
+                report_data = _report_data(run, source, segmented, elbow, manifest, recommended)
                 rendered = rendering.submit(write_report, report_data, report_dir.name)
         with run.timer.stage("write"):
-            _write(run, source, prepared, selection, segmented, elbow)
+            _write(run, source, prepared, selection, segmented, elbow, recommended)
         if rendered is not None:
             with run.timer.stage("report_files"):
                 written = rendered.result()  # figures and report.html, rendered during the write stage
@@ -316,17 +321,53 @@ def _profile(run: Run, source: Source, prepared: Prepared, assignment: Assignmen
     return Segmented(assignment, profiles, scored_df, run.keep(segments_df))
 
 
-def _report_data(run: Run, source: Source, segmented: Segmented, elbow: list, manifest: Manifest) -> Any:
+def _recommend(run: Run, source: Source, segmented: Segmented) -> Recommendations:
+    """Segment products, basket rules and recommendations when the input has products (`recommend`); no
+    tables, and the reason in the manifest, otherwise."""
+    enabled, why = recommend_enabled(run.cfg, source.items_df)
+    if not enabled:
+        log.info("recommend: off (%s)", why)
+        return Recommendations({}, {"enabled": False, "reason": why})
+    with run.timer.stage("recommend"):
+        return recommend(
+            run.spark,
+            run.cfg,
+            source.items_df,
+            segmented.segments_df,
+            segmented.names,
+            source.snapshot_date,
+            run.run_id,
+            run.keep,
+            run.timer,
+            checkpoint_dir=f"{run.publisher.staging}/_checkpoints",
+        )
+
+
+def _report_data(
+    run: Run,
+    source: Source,
+    segmented: Segmented,
+    elbow: list,
+    manifest: Manifest,
+    recommended: Recommendations,
+) -> Any:
     """What the report draws, reduced in Spark (the figures render in another process)."""
     seed = int(run.cfg["model"]["seed"])
     args = (segmented.segments_df, elbow, segmented.profiles, manifest.as_dict())
     if source.kind == "customers":
         return customer_report_data(*args, _numeric_features(source, run.cfg["prepare"]), seed=seed)
-    return collect_report_data(*args, seed=seed)
+    data = collect_report_data(*args, seed=seed)
+    return dataclasses.replace(data, offers=collect_offers(recommended.tables))
 
 
 def _write(
-    run: Run, source: Source, prepared: Prepared, selection: Selection, segmented: Segmented, elbow: list
+    run: Run,
+    source: Source,
+    prepared: Prepared,
+    selection: Selection,
+    segmented: Segmented,
+    elbow: list,
+    recommended: Recommendations,
 ) -> None:
     """Stage every table and the model of the snapshot (committed later, manifest last)."""
     spark, run_id, publisher, prep_cfg = run.spark, run.run_id, run.publisher, run.cfg["prepare"]
@@ -350,6 +391,8 @@ def _write(
                 previous.snapshot_date if previous else None,
             )
         publisher.write_table("transitions", transitions_df.withColumn("run_id", F.lit(run_id)))
+    for table, df in recommended.tables.items():
+        publisher.write_table(table, df, files=output_files(spark, counts.customers * 10, 2_000_000))
     rejected = sum(counts.rejected_rows.values())
     publisher.write_table("rejects", source.rejects_df, files=output_files(spark, rejected, 2_000_000))
     chosen = selection.chosen

@@ -49,6 +49,9 @@ class Columns(_Section):
     quantity: str | None = "Quantity"
     unit_price: str | None = "UnitPrice"
     amount: str | None = None
+    # the product of a line (recommendations, baskets); optional: absent from the input, recommendations are off
+    product_id: str | None = "StockCode"
+    product_name: str | None = "Description"
 
 
 class Demographics(_Section):
@@ -198,6 +201,73 @@ class Catalog(_Section):
     metastore: str | None = None
 
 
+#: Online Retail's codes that are not products: postage, carriage, fees, discounts, manual lines, samples,
+#: bad-debt adjustments and gift vouchers (shell-style patterns, case-sensitive).
+NON_PRODUCT_CODES = [
+    "POST", "DOT", "C2", "M", "m", "D", "S", "B", "CRUK", "PADS", "BANK CHARGES", "AMAZONFEE", "gift_0001_*",
+]  # fmt: skip
+
+
+class SegmentProducts(_Section):
+    """`recommend.segment_products`: a segment's products ranked by lift (its share of buyers over everyone's)."""
+
+    top: int = Field(20, ge=1)
+    # a product needs this many buyers in the segment, and this share of it, to be listed (a lift from a
+    # handful of buyers is noise)
+    min_customers: int = Field(5, ge=1)
+    min_support: float = Field(0.02, ge=0, le=1)
+
+
+class Baskets(_Section):
+    """`recommend.baskets`: FPGrowth per segment; an itemset needs min_baskets baskets, min_support of them and
+    the baskets of the set's max_items-th most frequent product."""
+
+    min_support: float = Field(0.001, gt=0, le=1)
+    min_baskets: int = Field(20, ge=2)
+    # at most this many products are frequent in a set: the support is at least the max_items-th one's
+    max_items: int = Field(200, ge=2)
+    # a set of more baskets is mined on a seeded sample of about this many (supports within a fraction of a %)
+    max_baskets: int = Field(100_000, ge=100)
+    min_confidence: float = Field(0.2, gt=0, le=1)
+    # rules kept per segment, highest lift first
+    max_rules: int = Field(50, ge=1)
+
+
+class Als(_Section):
+    """`recommend.als`: Spark ML ALS with implicit feedback on customer x product."""
+
+    rank: int = Field(16, ge=1)
+    max_iter: int = Field(10, ge=1)
+    reg_param: float = Field(0.1, ge=0)
+    alpha: float = Field(5.0, gt=0)
+    # the strength of a customer-product pair: distinct orders with it, or log(1 + quantity bought)
+    confidence: Literal["orders", "log_quantity"] = "orders"
+
+
+class Evaluation(_Section):
+    """`recommend.evaluation`: train before snapshot - test_days, test on what customers bought after."""
+
+    enabled: StrictBool = True
+    test_days: int = Field(90, ge=1)
+    # a seeded sample of at most this many customers is evaluated (its own ALS fit): the cost stays bounded
+    max_customers: int = Field(20_000, ge=100)
+
+
+class Recommend(_Section):
+    """`recommend`: segment products, basket rules and per-customer recommendations (docs/recommendations.md)."""
+
+    # null: on when input.columns.product_id is mapped and the input has that column
+    enabled: StrictBool | None = None
+    top_n: int = Field(10, ge=1)
+    exclude_products: list[str] = Field(default_factory=lambda: list(NON_PRODUCT_CODES))
+    # a code in more than this share of the baskets is not a product choice (a bag, a fee): left out
+    max_basket_share: float = Field(0.25, gt=0, le=1)
+    segment_products: SegmentProducts = Field(default_factory=SegmentProducts)
+    baskets: Baskets = Field(default_factory=Baskets)
+    als: Als = Field(default_factory=Als)
+    evaluation: Evaluation = Field(default_factory=Evaluation)
+
+
 class JobConfig(_Section):
     """The whole configuration of a run."""
 
@@ -210,6 +280,7 @@ class JobConfig(_Section):
     naming: Naming = Field(default_factory=Naming)
     identity: Identity = Field(default_factory=Identity)
     catalog: Catalog = Field(default_factory=Catalog)
+    recommend: Recommend = Field(default_factory=Recommend)
 
 
 def defaults() -> dict[str, Any]:

@@ -134,7 +134,7 @@ def score_customers(
     persisted: list[DataFrame] = []
     try:
         with timer.stage("read"):
-            raw_df = read_transactions(spark, inp)
+            raw_df, inp = read_transactions(spark, inp)
             originals = original_columns(raw_df)
             inp, _ = resolve_timestamp_format(raw_df, inp, int(cfg["model"]["seed"]))
         with timer.stage("validate"):

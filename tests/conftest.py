@@ -53,8 +53,8 @@ def published(spark, tmp_path_factory):
     first, second = synthetic.write_two_snapshots(tmp)
     out = tmp / "out"
     manifests = [
-        run_segmentation(spark, synthetic.job_config(first, out)),
-        run_segmentation(spark, synthetic.job_config(second, out, k=4)),
+        run_segmentation(spark, synthetic.job_config(first, out, recommend=True)),
+        run_segmentation(spark, synthetic.job_config(second, out, recommend=True, k=4)),
     ]
     return out, manifests, tmp
 
@@ -72,7 +72,9 @@ def console_snapshots(tmp_path_factory):
     inputs = synthetic.write_two_snapshots(tmp)
     out, metastore = tmp / "out", tmp / "metastore"
     configs = [
-        synthetic.write_config(tmp / f"job{i}.yaml", catalog=f"metastore: {metastore}", report=i == 0, k=k)
+        synthetic.write_config(
+            tmp / f"job{i}.yaml", catalog=f"metastore: {metastore}", report=i == 0, recommend=True, k=k
+        )
         for i, k in enumerate((3, 4))
     ]
     procs = []

@@ -63,9 +63,12 @@ def write_two_snapshots(folder: Path) -> tuple[Path, Path]:
     return first, second
 
 
-def job_config(input_path: Path | str, output: Path | str, **overrides: Any) -> dict[str, Any]:
+def job_config(
+    input_path: Path | str, output: Path | str, recommend: bool = False, **overrides: Any
+) -> dict[str, Any]:
     """A validated config for a CSV log with k fixed at the number of groups (3 unless overridden), without the
-    HTML report (`output.report`; the report has its own tests, and rendering it costs seconds per run)."""
+    HTML report (`output.report`; the report has its own tests, and rendering it costs seconds per run) and
+    without the recommend stage unless asked for (tests/test_recommend.py and the contract's runs have it)."""
     from segmentation.config import apply_overrides, load_config, validate_config
 
     cfg = load_config(None)
@@ -75,20 +78,23 @@ def job_config(input_path: Path | str, output: Path | str, **overrides: Any) -> 
     cfg["model"]["parallelism"] = 1
     cfg["model"]["stability_fits"] = 0  # the choice of k is tested on its own
     cfg["output"]["report"] = False
+    cfg["recommend"]["enabled"] = None if recommend else False
     overrides = {"k": 3, **overrides}
     return validate_config(apply_overrides(cfg, input=str(input_path), output=str(output), **overrides))
 
 
-def write_config(path: Path, catalog: str = "enabled: false", report: bool = False, **model: Any) -> Path:
+def write_config(
+    path: Path, catalog: str = "enabled: false", report: bool = False, recommend: bool = False, **model: Any
+) -> Path:
     """The YAML equivalent of `job_config` for the console script (input and output given as options), without
     stability fits, and with the catalog off unless asked for (conftest.console_snapshots has it on): these runs
     check publishing and outputs; the choice of k is tested on its own (test_diagnostics, test_lloyd). No HTML
-    report unless asked for (as `job_config`)."""
+    report and no recommend stage unless asked for (as `job_config`)."""
     model = {"partitions": 1, "parallelism": 1, "stability_fits": 0, **model}
     body = "".join(f"  {k}: {v}\n" for k, v in model.items())
     path.write_text(
         f"input:\n  format: csv\nprepare:\n  cap_quantiles: null\nmodel:\n{body}catalog:\n  {catalog}\n"
-        f"output:\n  report: {str(report).lower()}\n",
+        f"output:\n  report: {str(report).lower()}\nrecommend:\n  enabled: {'null' if recommend else 'false'}\n",
         encoding="utf-8",
     )
     return path

@@ -19,13 +19,13 @@ from typing import Any
 from pyspark.sql import SparkSession
 from pyspark.sql import types as T
 
-from segmentation.publish.snapshot import SnapshotPublisher
+from segmentation.publish.snapshot import FILE_TABLES, TABLES, SnapshotPublisher
 
 log = logging.getLogger(__name__)
 
 
 #: Tables registered in the catalog (the report, models and manifests are files, not tables).
-CATALOG_TABLES = ("segments", "profiles", "rfm_profiles", "elbow", "rejects", "transitions")
+CATALOG_TABLES = tuple(t for t in TABLES if t not in FILE_TABLES)
 
 
 def metastore_dir(catalog_cfg: dict[str, Any]) -> Path:

@@ -28,6 +28,7 @@ from pyspark.sql import DataFrame, SparkSession
 
 from segmentation.errors import OutputError, root_cause
 from segmentation.io import HadoopFs
+from segmentation.recommend.stage import RECOMMEND_TABLES
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +40,14 @@ TABLES = (
     "elbow",
     "rejects",
     "transitions",
+    *RECOMMEND_TABLES,
     "models",
     "reports",
     "manifests",
 )
+
+#: Published directories that hold files rather than a table (the model, the report, the manifest).
+FILE_TABLES = ("models", "reports", "manifests")
 
 
 def absolute_output_path(path: str) -> str:
@@ -127,13 +132,15 @@ class SnapshotPublisher:
         marker = f"{self.published('manifests')}/_SUCCESS"
         if self.fs.exists(marker):
             self.fs.delete(marker)
-        for table in self.tables():
+        staged = self.tables()
+        for table in TABLES:
             target = self.published(table)
-            if self.fs.exists(target):
+            if self.fs.exists(target):  # replaced, or left out by this run (e.g. no report): unpublished
                 self.fs.mkdirs(f"{trash}/{table}")
                 self.fs.rename(target, f"{trash}/{table}/snapshot_date={self.snapshot_date}")
-            self.fs.mkdirs(f"{self.root}/{table}")
-            self.fs.rename(self.staged(table), target)
+            if table in staged:
+                self.fs.mkdirs(f"{self.root}/{table}")
+                self.fs.rename(self.staged(table), target)
         self.fs.write_text(f"{self.published('manifests')}/_SUCCESS", "")
         self.fs.delete(trash)
         self.fs.delete(self.staging)

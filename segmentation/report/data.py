@@ -113,6 +113,8 @@ class ReportData:
     kind: str = "transactions"
     #: a customer table's scatter axes: its first two numeric model features
     axes: list[str] = field(default_factory=list)
+    #: the few rows of the recommend tables the report shows (`report.offers.collect_offers`)
+    offers: dict[str, pd.DataFrame] = field(default_factory=dict)
 
     @property
     def segment_ids(self) -> list[int]:

@@ -51,6 +51,7 @@ from segmentation.report.formatting import (
     score_ranges,
     typical_customer,
 )
+from segmentation.report.offers import offers_view
 
 _FIGURE_BUILDERS: dict[str, Callable[[ReportData], Figure]] = {
     "elbow.png": figure_elbow,
@@ -336,6 +337,7 @@ def render_html(data: ReportData, images: dict[str, bytes]) -> str:
         k_rows=_k_rows(data),
         comparison=Markup(comparison_html(m)),
         details=_details(data),
+        offers=offers_view(data.offers, data.labels, m),
         **_rfm_view(data),
     )
 

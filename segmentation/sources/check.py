@@ -91,7 +91,7 @@ def check_input(spark: SparkSession, cfg: dict[str, Any], rows: int = CHECK_ROWS
     seed = int(cfg["model"]["seed"])
     if inp["kind"] == "customers":
         return _check_customers(spark, cfg, rows, seed)
-    raw_df = read_transactions(spark, inp)
+    raw_df, inp = read_transactions(spark, inp)
     originals = original_columns(raw_df)
     sample_df, total, sampled = _sample(raw_df, inp, rows, seed)
     try:

@@ -11,6 +11,7 @@ read as `epoch_nanos`.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
@@ -22,6 +23,8 @@ from segmentation.io import HadoopFs
 
 CORRUPT_COLUMN = "_corrupt_record"
 
+log = logging.getLogger(__name__)
+
 
 def _check_exists(spark: SparkSession, path: str) -> None:
     try:
@@ -32,11 +35,32 @@ def _check_exists(spark: SparkSession, path: str) -> None:
         raise InputError(f"input not found: {path}")
 
 
-def read_transactions(spark: SparkSession, input_cfg: dict[str, Any]) -> DataFrame:
-    """Read the configured input (a file, folder or glob) with every mapped column checked to exist."""
+#: Roles a transaction log may lack: mapped by default (Online Retail's StockCode, Description), a log without
+#: them has no product data, and the product stages are off.
+PRODUCT_ROLES = ("product_id", "product_name")
+
+
+def read_transactions(
+    spark: SparkSession, input_cfg: dict[str, Any], require_products: bool = False
+) -> tuple[DataFrame, dict[str, Any]]:
+    """Read the configured input (a file, folder or glob) with every mapped column checked to exist; returns
+    the rows and the input config with the product roles the input lacks unmapped (logged), unless
+    `require_products` (`recommend.enabled: true`): then a missing product column is an error too."""
     df = read_input(spark, input_cfg)
-    check_mapped_columns(df, input_cfg["columns"])
-    return df
+    columns = dict(input_cfg["columns"])
+    found = set(original_columns(df))
+    absent = [r for r in PRODUCT_ROLES if columns.get(r) and columns[r] not in found]
+    if absent and not require_products:
+        log.info(
+            "input has no column %s: no product data (set input.columns.%s to the product column)",
+            " or ".join(repr(columns[r]) for r in absent),
+            absent[0],
+        )
+        columns.update({r: None for r in absent})
+        if "product_id" in absent:
+            columns["product_name"] = None
+    check_mapped_columns(df, columns)
+    return df, {**input_cfg, "columns": columns}
 
 
 def read_input(spark: SparkSession, input_cfg: dict[str, Any]) -> DataFrame:

@@ -45,6 +45,8 @@ class Source:
     column of `customers_df` that is renamed on output (a customer table's internal `_f0`.. names).
     `order_column`: the column whose segment mean orders the segment ids (highest first).
     `manifest`: the source's own manifest entries (input path, format, timestamp format, ...).
+    `items_df`: a transaction log's accepted lines per order and product (`validate.ledger_items`) when the
+    input maps a product, else None.
     """
 
     kind: str
@@ -59,6 +61,7 @@ class Source:
     columns: dict[str, str] = field(default_factory=dict)
     rfm_breakpoints: dict[str, Any] | None = None
     demographic_columns: list[str] = field(default_factory=list)
+    items_df: DataFrame | None = None
 
 
 def ordered_counts(counts: dict[str, int], order: tuple[str, ...]) -> dict[str, int]:

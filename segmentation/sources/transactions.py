@@ -35,6 +35,7 @@ from segmentation.sources.validate import (
     REJECT_REASONS,
     classify_weighted,
     ledger,
+    ledger_items,
     ledger_orders,
     ledger_rejects,
     ledger_summary,
@@ -165,7 +166,10 @@ def transaction_source(
     validate and features); every DataFrame it caches is appended to `persisted`."""
     inp, model_cfg = cfg["input"], cfg["model"]
     with timer.stage("read"):
-        raw_df = read_transactions(spark, inp)
+        enabled = cfg["recommend"]["enabled"]
+        raw_df, inp = read_transactions(spark, inp, require_products=enabled is True)
+        if enabled is False:  # no product stages: the ledger is summed per order only
+            inp = {**inp, "columns": {**inp["columns"], "product_id": None, "product_name": None}}
         originals = original_columns(raw_df)
         inp, detected_format = resolve_timestamp_format(raw_df, inp, int(model_cfg["seed"]))
 
@@ -211,4 +215,5 @@ def transaction_source(
         },
         rfm_breakpoints=rfm_bp,
         demographic_columns=demo_columns,
+        items_df=ledger_items(ledger_df) if inp["columns"].get("product_id") else None,
     )

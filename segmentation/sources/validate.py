@@ -125,6 +125,14 @@ def with_parsed_columns(
             "_ts": parse_timestamp(col(columns["timestamp"]), types[columns["timestamp"]], timestamp_format),
         }
     )
+    if columns.get("product_id"):  # the product of the line: an id as text, its name when mapped
+        name = columns.get("product_name")
+        parsed = parsed.withColumns(
+            {
+                "_product_id": strip(col(columns["product_id"]).cast("string")),
+                "_product_name": strip(col(name).cast("string")) if name else F.lit(None).cast("string"),
+            }
+        )
     if columns.get("amount"):
         name = columns["amount"]
         return parsed.withColumns(
@@ -260,7 +268,8 @@ def ledger(lines_df: DataFrame, original_cols: list[str], clustered_by: list[str
     later stages need, small enough to cache (the lines are not):
 
     - kind `order`: accepted lines summed per `_customer_id`, `_order_key`, `_date` and `_is_return`:
-      `_value`, `_abs_value`, `_lines`, `_latest` (latest timestamp);
+      `_value`, `_abs_value`, `_lines`, `_latest` (latest timestamp); with a mapped product also per
+      `_product_id` and `_product_name`, with `_quantity` summed (`ledger_items`);
     - kind `reject`: rejected rows grouped on their original columns, raw line and reason, `_lines` copies.
 
     `clustered_by`: derived columns the rows are already shuffled by (`PARTITION_KEY`, not an original
@@ -271,16 +280,19 @@ def ledger(lines_df: DataFrame, original_cols: list[str], clustered_by: list[str
     line = F.col("reject_reason").isNull()
     reject = ~line
     kept = list(clustered_by or [])
+    order_keys = ["_order_key", "_date", "_is_return", *[c for c in PRODUCT_KEYS if c in lines_df.columns]]
+    products = "_product_id" in lines_df.columns
     return (
         lines_df.select(
             *[col(c) for c in kept],
             F.when(line, F.lit("order")).otherwise(F.lit("reject")).alias("_kind"),
             "reject_reason",
             F.when(line, F.col("_customer_id")).alias("_customer_id"),
-            *[F.when(line, F.col(c)).alias(c) for c in ("_order_key", "_date", "_is_return")],
+            *[F.when(line, F.col(c)).alias(c) for c in order_keys],
             *[F.when(reject, col(c)).alias(c) for c in original_cols],
             F.when(reject, F.col(CORRUPT_COLUMN)).alias(CORRUPT_COLUMN),
             F.when(line, F.col("_value")).alias("_value"),
+            *([F.when(line, F.col("_quantity")).alias("_quantity")] if products else []),
             F.when(line, F.col("_ts")).alias("_ts"),
             "_lines",
         )
@@ -289,9 +301,7 @@ def ledger(lines_df: DataFrame, original_cols: list[str], clustered_by: list[str
             "_kind",
             "reject_reason",
             "_customer_id",
-            "_order_key",
-            "_date",
-            "_is_return",
+            *order_keys,
             *[col(c) for c in original_cols],
             col(CORRUPT_COLUMN),
         )
@@ -299,8 +309,31 @@ def ledger(lines_df: DataFrame, original_cols: list[str], clustered_by: list[str
             F.sum("_lines").alias("_lines"),
             F.sum("_value").alias("_value"),
             F.sum(F.abs(F.col("_value"))).alias("_abs_value"),
+            *([F.sum("_quantity").alias("_quantity")] if products else []),
             F.max("_ts").alias("_latest"),
         )
+    )
+
+
+#: The product columns a ledger's order rows are also summed by when the input maps a product (`ledger_items`).
+PRODUCT_KEYS = ("_product_id", "_product_name")
+
+
+def ledger_items(ledger_df: DataFrame) -> DataFrame:
+    """The accepted lines of a ledger with products, summed per customer, order, day, purchase or return and
+    product: `customer_id`, `order_key`, `date`, `is_return`, `product_id`, `product_name`, `quantity`,
+    `value` (exact decimals), `lines`. The input of the recommend stage."""
+    customer = PARTITION_KEY if PARTITION_KEY in ledger_df.columns else "_customer_id"
+    return ledger_df.filter(F.col("_kind") == "order").select(
+        F.col(customer).alias("customer_id"),
+        F.col("_order_key").alias("order_key"),
+        F.col("_date").alias("date"),
+        F.col("_is_return").alias("is_return"),
+        F.col("_product_id").alias("product_id"),
+        F.col("_product_name").alias("product_name"),
+        F.col("_quantity").alias("quantity"),
+        F.col("_value").alias("value"),
+        F.col("_lines").alias("lines"),
     )
 
 
