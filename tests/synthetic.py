@@ -43,7 +43,12 @@ def transactions(groups: dict[str, tuple[int, int, int, float]] = GROUPS, shift_
 
 def write_csv(path: Path, rows: list[tuple], extra_lines: str = "") -> Path:
     """Write rows as an Online Retail CSV (+ raw extra lines, e.g. rejects)."""
-    lines = [f"{inv},SKU{inv[-2:]},ITEM,{q},{ts},{p},{c}.0,United Kingdom\n" for inv, c, ts, q, p in rows]
+    # each group buys from its own four products (customer ids are (group + 1) * 1000 + i): segment products
+    # with a clear lift; one line per order, so no basket rules
+    lines = [
+        f"{inv},P{int(c) // 1000}{int(inv) % 4},Item {int(c) // 1000}-{int(inv) % 4},{q},{ts},{p},{c}.0,United Kingdom\n"
+        for inv, c, ts, q, p in rows
+    ]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(HEADER + "".join(lines) + extra_lines, encoding="utf-8")
     return path

@@ -104,7 +104,9 @@ def test_a_new_session_queries_the_registered_tables(console_snapshots, tmp_path
     result = [[None if v in ("", "NULL") else v for v in row] for row in csv.reader(lines) if len(row) > 1]
     assert sorted(r[1] for r in result if r[0] == "segmentation") == sorted(CATALOG_TABLES)
     for table in CATALOG_TABLES:
-        expected = {day: len(pd.read_parquet(out / table / f"snapshot_date={day}")) for day in days}
+        # a GROUP BY has no row for a snapshot whose partition is empty (basket_rules: one product per order)
+        sizes = {day: len(pd.read_parquet(out / table / f"snapshot_date={day}")) for day in days}
+        expected = {day: n for day, n in sizes.items() if n}
         assert {r[2]: int(r[3]) for r in result if r[:2] == ["count", table]} == expected, table
     segments = pd.read_parquet(out / "segments" / f"snapshot_date={days[1]}").sort_values("customer_id")
     rows = [(c, None if i is None else int(i), n) for _, c, i, n in (r for r in result if r[0] == "row")]

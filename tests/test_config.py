@@ -111,6 +111,8 @@ def test_amount_mapping_replaces_quantity_and_price(tmp_path):
         "quantity": None,
         "unit_price": None,
         "amount": "Order Total",
+        "product_id": None,
+        "product_name": None,
     }
     # without input.columns the built-in (Online Retail) mapping applies
     assert validate_config(load_config(None))["input"]["columns"]["order_id"] == "InvoiceNo"

@@ -91,9 +91,22 @@ def test_segment_detail_and_customer_lookup(published, spark):
     }
     crosstab = at.dataframe[1].value
     assert dict(zip(crosstab["rfm_segment"], crosstab["customers"])) == expected
-    assert any(
-        "segment_products" in i.value for i in at.info
-    )  # no recommendations tables: which job makes them
+    # the segment's top products and rules of the snapshot, as published
+    products = spark.read.parquet(str(out / "segment_products")).filter(
+        (F.col("snapshot_date").cast("string") == latest) & (F.col("segment_id") == 2)
+    )
+    shown = at.dataframe[2].value
+    assert list(shown["product_id"]) == [
+        r["product_id"] for r in products.orderBy("rank").limit(20).collect()
+    ]
+    assert len(shown) == min(20, products.count()) and len(shown) > 0
+    rules = spark.read.parquet(str(out / "basket_rules")).filter(
+        (F.col("snapshot_date").cast("string") == latest) & (F.col("segment_id") == 2)
+    )
+    if rules.count():
+        assert at.dataframe[3].value["lift"].max() == rules.agg(F.max("lift")).first()[0]
+    else:
+        assert f"None for segment 2 in snapshot {latest}." in [i.value for i in at.info]
     someone = segments.filter(F.col("segment_id").isNotNull()).orderBy("customer_id").first()["customer_id"]
     history = _page(out, "customer", customer=someone).dataframe[0].value
     rows = segments.filter(F.col("customer_id") == someone).orderBy("snapshot_date").collect()

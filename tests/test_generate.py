@@ -74,7 +74,7 @@ def test_default_config_reads_it_and_defects_have_the_configured_shares(spark, g
     out, _ = generated
     cfg = copy.deepcopy(DEFAULTS)
     cfg["input"]["path"] = str(out / "a" / "transactions")
-    raw = read_transactions(spark, cfg["input"])
+    raw, cfg["input"] = read_transactions(spark, cfg["input"])
     n = raw.count()
     assert n == PARAMS.lines
     assert n - raw.distinct().count() == pytest.approx(PARAMS.duplicates * n, rel=0.25)
@@ -97,7 +97,7 @@ def test_planted_types_are_recovered_at_the_true_k(spark, generated):
     out, _ = generated
     cfg = copy.deepcopy(DEFAULTS)
     cfg["input"]["path"] = str(out / "a" / "transactions")
-    raw = read_transactions(spark, cfg["input"])
+    raw, cfg["input"] = read_transactions(spark, cfg["input"])
     classified = classify_rows(raw, cfg["input"], True, original_columns(raw))
     lines = classified.filter(F.col("reject_reason").isNull()).transform(
         with_line_kind, return_prefix="C", has_order_id=True

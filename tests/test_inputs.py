@@ -95,7 +95,7 @@ def _features(spark, path: Path, fmt: str, tmp_path: Path, **inp) -> tuple:
     cfg["input"]["csv"].update(inp.get("csv", {}))
     cfg["output"]["path"] = str(tmp_path / "out")
     cfg = validate_config(cfg)
-    raw_df = read_transactions(spark, cfg["input"])
+    raw_df, cfg["input"] = read_transactions(spark, cfg["input"])
     originals = original_columns(raw_df)
     resolved, detected = resolve_timestamp_format(raw_df, cfg["input"], seed=42)
     source = validated_ledger(raw_df, {**cfg, "input": resolved}, originals)
@@ -428,6 +428,8 @@ def test_user_mapping_from_yaml_is_the_mapping(tmp_path):
         "quantity": None,
         "unit_price": None,
         "amount": "Total",
+        "product_id": None,
+        "product_name": None,
     }
     path.write_text(
         "input:\n  kind: customers\n  path: c.csv\n  format: csv\n  columns: {customer_id: ID}\n"
@@ -511,7 +513,7 @@ def test_check_dry_run_on_the_bundled_data_and_on_a_bad_mapping(tmp_path):
     assert lines[0].endswith("part-*.parquet (parquet, kind transactions): 541,909 rows, 10,000 sampled")
     assert lines[1] == (
         "Columns: customer_id <- 'CustomerID', order_id <- 'InvoiceNo', timestamp <- 'InvoiceDate', "
-        "quantity <- 'Quantity', unit_price <- 'UnitPrice'"
+        "quantity <- 'Quantity', unit_price <- 'UnitPrice', product_id <- 'StockCode', product_name <- 'Description'"
     )
     assert "Timestamps: 'iso8601' (detected)" in lines
     table = lines[lines.index("Parsed sample rows (first 5 accepted, by customer):") + 1 :][:6]

@@ -66,7 +66,7 @@ def _assert_elbow_within_5_percent(scaled_df, ks=None):
 @pytest.fixture(scope="module")
 def bundled_scaled(spark):
     cfg = copy.deepcopy(DEFAULTS)
-    raw = read_transactions(spark, cfg["input"])
+    raw, cfg["input"] = read_transactions(spark, cfg["input"])
     classified = classify_rows(raw, cfg["input"], True, original_columns(raw))
     lines = classified.filter(F.col("reject_reason").isNull()).transform(
         with_line_kind, return_prefix="C", has_order_id=True

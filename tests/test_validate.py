@@ -322,7 +322,7 @@ def test_csv_reader_flags_malformed_rows_and_keeps_spaces_in_names(spark, tmp_pa
         "3,A,6,2011-01-01 10:00:00,2.5,17850.0,extra\n"
         '4,"A, quoted",6,2011-01-01 10:00:00,2.5,17850\n'
     )
-    raw = read_transactions(spark, {**_input_cfg(), "path": str(path), "format": "csv"})
+    raw, _ = read_transactions(spark, {**_input_cfg(), "path": str(path), "format": "csv"})
     assert original_columns(raw) == COLUMNS
     classified = classify_rows(raw, _input_cfg(), True, original_columns(raw))
     actual = rejects_table(classified, original_columns(raw)).select("InvoiceNo", "raw_line", "reject_reason")

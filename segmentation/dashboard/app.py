@@ -117,12 +117,19 @@ def segment(out: Output, snapshot: str) -> None:
     )
     st.subheader("RFM segments of its customers")
     st.dataframe(out.rfm_crosstab(snapshot, int(chosen)), hide_index=True, key="segment_rfm")
-    st.subheader("Top products and rules")
-    for table in ("segment_products", "basket_rules"):
-        if out.has(table):
-            st.dataframe(out.query("SELECT * FROM {t} LIMIT 20", t=table), hide_index=True)
-        else:
+    for table, title, rows in (
+        ("segment_products", "Top products (by lift)", out.segment_products),
+        ("basket_rules", "Strongest basket rules", out.basket_rules),
+    ):
+        st.subheader(title)
+        if not out.has(table):
             st.info(str(MissingTable(out.root, table)))
+            continue
+        found = rows(snapshot, int(chosen))
+        if found.empty:
+            st.info(f"None for segment {chosen} in snapshot {snapshot}.")
+        else:
+            st.dataframe(found, hide_index=True, key=table)
 
 
 def customer(out: Output, snapshot: str) -> None:

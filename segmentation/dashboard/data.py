@@ -129,6 +129,25 @@ class Output:
             s="segments",
         )
 
+    def segment_products(self, snapshot: str, segment_id: int, limit: int = 20) -> pd.DataFrame:
+        """The segment's top products by lift in `snapshot` (the table's rank order)."""
+        return self.query(
+            "SELECT rank, product_id, product_name, customers, support, lift, revenue FROM {t} "
+            "WHERE snapshot_date = ? AND segment_id = ? ORDER BY rank LIMIT ?",
+            [snapshot, segment_id, limit],
+            t="segment_products",
+        )
+
+    def basket_rules(self, snapshot: str, segment_id: int, limit: int = 20) -> pd.DataFrame:
+        """The segment's strongest basket rules in `snapshot`, highest lift first, names joined by ' + '."""
+        return self.query(
+            "SELECT array_to_string(antecedent_names, ' + ') AS bought, array_to_string(consequent_names, ' + ') "
+            "AS also_buys, support, confidence, lift FROM {t} WHERE snapshot_date = ? AND segment_id = ? "
+            "ORDER BY lift DESC, confidence DESC, bought, also_buys LIMIT ?",
+            [snapshot, segment_id, limit],
+            t="basket_rules",
+        )
+
     def customer(self, customer_id: str) -> pd.DataFrame:
         """One customer's rows across snapshots: segment, features and RFM score."""
         return self.query(
