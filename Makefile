@@ -10,6 +10,9 @@ PYTEST_ARGS ?=
 # Tools some tests drive (a browser for the report, docker-compose to validate the compose file). Installed with
 # apt-get when missing and running as root; otherwise those tests skip with a reason (and fail under CI=true).
 SYSTEM_TOOLS ?= chromium:chromium docker-compose:docker-compose
+# Files some tests need (a glob, then its Debian package): the PostgreSQL server the warehouse tests start on
+# 127.0.0.1 with a throwaway data directory, and its JDBC driver.
+SYSTEM_FILES ?= /usr/lib/postgresql/*/bin/initdb:postgresql /usr/share/java/postgresql.jar:libpostgresql-jdbc-java
 
 .PHONY: install run test check format clean system-deps dashboard
 
@@ -33,6 +36,8 @@ dashboard: install
 system-deps:
 	@missing=""; for pair in $(SYSTEM_TOOLS); do cmd=$${pair%%:*}; pkg=$${pair##*:}; \
 	  command -v $$cmd >/dev/null 2>&1 || missing="$$missing $$pkg"; done; \
+	for pair in $(SYSTEM_FILES); do glob=$${pair%%:*}; pkg=$${pair##*:}; \
+	  ls $$glob >/dev/null 2>&1 || missing="$$missing $$pkg"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    echo "installing test tools:$$missing"; \

@@ -54,6 +54,14 @@ def input_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return {"input": args.input, "input_format": args.input_format, "output": args.output}
 
 
+def session_conf(cfg: dict[str, Any]) -> dict[str, str]:
+    """Settings the config asks of the session at its start: the JDBC driver jars (`spark.jars`)."""
+    from jobs.spark_session import submitted_jars
+    from segmentation.jdbc import session_jars
+
+    return session_jars(cfg, submitted_jars())
+
+
 class Sessions:
     """Builds the Spark session an entry point needs and stops it when the job ends."""
 

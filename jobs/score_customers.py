@@ -12,7 +12,7 @@ import argparse
 import sys
 from typing import Any
 
-from jobs.cli import Sessions, config_from, date_arg, input_overrides, run_job
+from jobs.cli import Sessions, config_from, date_arg, input_overrides, run_job, session_conf
 from segmentation.config import INPUT_FORMATS
 
 
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         from segmentation.score import score_customers
 
         cfg = job_config(args)
-        spark = sessions.start("score-customers")
+        spark = sessions.start("score-customers", conf=session_conf(cfg))
         manifest = score_customers(spark, cfg, args.model_path, args.model_snapshot)
         print(
             f"Scored {manifest['customers']:,} customers for {manifest['snapshot_date']} with the model of "

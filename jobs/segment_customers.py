@@ -13,7 +13,7 @@ import argparse
 import sys
 from typing import Any
 
-from jobs.cli import Sessions, config_from, date_arg, input_overrides, int_at_least, run_job
+from jobs.cli import Sessions, config_from, date_arg, input_overrides, int_at_least, run_job, session_conf
 from segmentation.config import INPUT_FORMATS
 from segmentation.publish.snapshot import TABLES
 from segmentation.sources.check import CHECK_ROWS
@@ -83,12 +83,15 @@ def summary_lines(manifest: dict[str, Any]) -> list[str]:
     ]
     if manifest.get("catalog"):
         lines.insert(-1, f"  catalog: {manifest['catalog']}")
+    if manifest.get("warehouse"):
+        copied = ", ".join(f"{t} ({n})" for t, n in manifest["warehouse"]["rows"].items())
+        lines.insert(-1, f"  warehouse: {manifest['warehouse']['schema']}: {copied}")
     report = manifest.get("report", True)
     for table in TABLES:
         if table == "reports" and not report:
             continue
         lines.append(
-            f"  {table:<12} {manifest['output_path']}/{table}/snapshot_date={manifest['snapshot_date']}"
+            f"  {table:<19} {manifest['output_path']}/{table}/snapshot_date={manifest['snapshot_date']}"
         )
     lines.append(
         f"Report: {manifest['output_path']}/reports/snapshot_date={manifest['snapshot_date']}/report.html"
@@ -126,18 +129,26 @@ def main(argv: list[str] | None = None) -> int:
         if args.check:
             from segmentation.sources.check import check_input
 
-            result = check_input(sessions.start("segment-customers-check"), cfg, args.check_rows)
+            result = check_input(
+                sessions.start("segment-customers-check", conf=session_conf(cfg)), cfg, args.check_rows
+            )
             print("\n".join(result.lines))
             if not result.ok:
                 print(f"segment-customers: check failed: {result.problem}", file=sys.stderr)
                 return 2
             print("Check passed: the run would start (nothing was written).")
             return 0
+        from jobs.spark_session import planned_master
+        from segmentation.config import resolve_catalog_mode
         from segmentation.pipeline import run_segmentation
         from segmentation.publish.catalog import hive_conf
 
-        catalog = hive_conf(cfg["catalog"]) if cfg["catalog"]["enabled"] else None
-        manifest = run_segmentation(sessions.start("segment-customers", conf=catalog), cfg)
+        cfg["catalog"]["mode"] = resolve_catalog_mode(cfg["catalog"], planned_master())
+        conf = {
+            **session_conf(cfg),
+            **(hive_conf(cfg["catalog"]) if cfg["catalog"]["mode"] == "local" else {}),
+        }
+        manifest = run_segmentation(sessions.start("segment-customers", conf=conf), cfg)
         print("\n".join(summary_lines(manifest)))
         return 0
 

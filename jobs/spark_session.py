@@ -84,6 +84,26 @@ def jvm_stderr_filtered():
         os.dup2(saved, 2)
 
 
+def planned_master() -> str:
+    """The master the session will have, before it starts: spark-submit's (its JVM is up already), else
+    SPARK_MASTER, else local[*]."""
+    if "PYSPARK_GATEWAY_PORT" in os.environ:
+        from pyspark import SparkConf, SparkContext
+
+        SparkContext._ensure_initialized()  # connects to spark-submit's JVM, which holds its --master
+        return SparkConf().get("spark.master", "local[*]")
+    return os.environ.get("SPARK_MASTER", "local[*]")
+
+
+def submitted_jars() -> str:
+    """The jars spark-submit was given (`--jars`, `spark.jars`), so the job's own are added, not swapped in."""
+    if "PYSPARK_GATEWAY_PORT" not in os.environ:
+        return ""
+    from pyspark import SparkConf
+
+    return SparkConf().get("spark.jars", "")
+
+
 def build_spark(app_name: str, verbose: bool = False, conf: dict[str, str] | None = None) -> SparkSession:
     """A SparkSession: the master from spark-submit when run through it, else local[*]; quiet logs by default.
     `conf`: extra settings (e.g. the Hive catalog of `segmentation.publish.catalog.hive_conf`)."""

@@ -16,6 +16,7 @@ from typing import Any, get_args
 
 import yaml
 
+from segmentation import jdbc as jdbc_conn
 from segmentation.errors import ConfigError
 from segmentation.schema import (
     Format,
@@ -116,6 +117,11 @@ def apply_overrides(cfg: dict[str, Any], **overrides: Any) -> dict[str, Any]:
         for part in parents:
             target = target[part]
         target[leaf] = value
+    if overrides.get("input") is not None:
+        # a path on the command line is what to read: not the config's table
+        cfg["input"]["table"] = None
+        if cfg["input"]["format"] == "jdbc" and overrides.get("input_format") is None:
+            raise ConfigError("--input is a path but the config reads over JDBC: add --input-format")
     range_given = overrides.get("k_min") is not None or overrides.get("k_max") is not None
     if range_given and overrides.get("k") is None:
         # an explicit range on the command line wins over a fixed k in the file
@@ -129,13 +135,56 @@ def _positive_int(value: Any, name: str, minimum: int = 1) -> int:
     return value
 
 
+def _validate_source(inp: dict[str, Any]) -> None:
+    """Exactly one place to read from: `input.table`, `input.format: jdbc` (+ `input.jdbc`) or `input.path`."""
+    if inp.get("table"):
+        if not isinstance(inp["table"], str) or not re.fullmatch(r"[\w]+(\.[\w]+){0,2}", inp["table"]):
+            raise ConfigError(
+                f"input.table must be a table name such as db.transactions, got {inp['table']!r}"
+            )
+        if inp["format"] == "jdbc":
+            raise ConfigError(
+                "input.table reads the session's catalog; for a JDBC table use input.jdbc.table"
+            )
+        return
+    if inp["format"] != "jdbc":
+        if not inp.get("path"):
+            raise ConfigError("input.path is required (or input.table, or input.format: jdbc)")
+        return
+    jdbc = inp["jdbc"]
+    jdbc_conn.validate(jdbc, "input.jdbc")
+    if bool(jdbc.get("table")) == bool(jdbc.get("query")):
+        raise ConfigError("input.jdbc needs one of table or query (not both)")
+    partitioned = [
+        jdbc.get(k) is not None for k in ("partition_column", "lower_bound", "upper_bound", "num_partitions")
+    ]
+    if any(partitioned) and not all(partitioned):
+        raise ConfigError(
+            "a partitioned JDBC read needs all of input.jdbc.partition_column, lower_bound, upper_bound "
+            "and num_partitions"
+        )
+    if all(partitioned) and jdbc.get("query"):
+        raise ConfigError(
+            "input.jdbc.partition_column works with input.jdbc.table (Spark cannot split a query)"
+        )
+
+
+def resolve_catalog_mode(catalog: dict[str, Any], master: str) -> str:
+    """`catalog.mode`, with null decided by the master: `local` on a local master, `session` elsewhere (a
+    cluster has a metastore of its own); `catalog.enabled: false` is `off`."""
+    if catalog.get("mode"):
+        return catalog["mode"]
+    if catalog.get("enabled") is False:
+        return "off"
+    return "local" if master.startswith("local") else "session"
+
+
 def validate_config(cfg: dict[str, Any]) -> dict[str, Any]:
     """Check types and combinations; return the config with normalised values."""
     inp = cfg["input"]
-    if not inp.get("path"):
-        raise ConfigError("input.path is required")
     if inp["format"] not in INPUT_FORMATS:
         raise ConfigError(f"input.format must be one of {', '.join(INPUT_FORMATS)}, got {inp['format']!r}")
+    _validate_source(inp)
     _validate_csv(inp["csv"], "input.csv")
     if not isinstance(inp["timestamp_format"], str) or not inp["timestamp_format"].strip():
         raise ConfigError(
@@ -243,7 +292,10 @@ def _check_output_outside_input(cfg: dict[str, Any]) -> None:
         raise ConfigError("output.path is required")
     output = _location(str(cfg["output"]["path"]))
     inputs = [
-        ("input.path", cfg["input"]["path"]),
+        (
+            "input.path",
+            None if cfg["input"].get("table") or cfg["input"]["format"] == "jdbc" else cfg["input"]["path"],
+        ),
         ("input.demographics.path", cfg["input"]["demographics"]["path"]),
     ]
     for key, value in inputs:
@@ -366,8 +418,21 @@ def _validate_model_and_output(cfg: dict[str, Any]) -> dict[str, Any]:
         raise ConfigError(f"identity.max_distance must be a number >= 0, got {max_distance!r}")
     cfg["identity"]["max_distance"] = float(max_distance)
     catalog = cfg["catalog"]
-    if not isinstance(catalog["enabled"], bool):
+    if catalog["enabled"] is not None and not isinstance(catalog["enabled"], bool):
         raise ConfigError("catalog.enabled must be true or false")
+    if catalog["mode"] not in (None, "local", "session", "off"):
+        raise ConfigError(f"catalog.mode must be local, session or off, got {catalog['mode']!r}")
+    if catalog["enabled"] is False and catalog["mode"] not in (None, "off"):
+        raise ConfigError(
+            f"catalog.enabled is false but catalog.mode is {catalog['mode']!r}: keep one of them"
+        )
+    if catalog["enabled"] is True and catalog["mode"] == "off":
+        raise ConfigError("catalog.enabled is true but catalog.mode is 'off': keep one of them")
+    if cfg["output"]["jdbc"].get("url"):
+        jdbc_conn.validate(cfg["output"]["jdbc"], "output.jdbc")
+        schema = cfg["output"]["jdbc"]["schema"]
+        if not isinstance(schema, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", schema):
+            raise ConfigError(f"output.jdbc.schema must be letters, digits and _, got {schema!r}")
     if not isinstance(catalog["database"], str) or not catalog["database"].replace("_", "").isalnum():
         raise ConfigError(f"catalog.database must be letters, digits and _, got {catalog['database']!r}")
     if not cfg["output"].get("path"):

@@ -20,8 +20,8 @@ from pyspark.ml import PipelineModel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from segmentation.config import candidate_ks
-from segmentation.errors import ModelError
+from segmentation.config import candidate_ks, resolve_catalog_mode
+from segmentation.errors import ModelError, OutputError
 from segmentation.features.rfm import EXCLUDED_REASONS
 from segmentation.features.scores import RFM_ACTIONS, rfm_segment_profiles, with_rfm_scores
 from segmentation.manifest import Manifest, model_manifest, versions
@@ -39,6 +39,7 @@ from segmentation.publish.tables import (
     profiles_table,
     segments_table,
 )
+from segmentation.publish.warehouse import publish_to_warehouse
 from segmentation.recommend.stage import Recommendations, recommend, recommend_enabled
 from segmentation.report.data import collect_report_data, customer_report_data
 from segmentation.report.html import write_report
@@ -191,9 +192,23 @@ def run_segmentation(spark: SparkSession, cfg: dict[str, Any], run_id: str | Non
         result = manifest.as_dict()
         # a customer table's snapshot is not registered: its tables' schemas differ from a transaction log's,
         # and one database holds one layout
-        if cfg["catalog"]["enabled"] and source.kind == "transactions":
+        mode = resolve_catalog_mode(cfg["catalog"], spark.sparkContext.master)
+        if mode != "off" and source.kind == "transactions":
             with run.timer.stage("catalog"):
-                result["catalog"] = update_catalog(spark, cfg["catalog"], run.publisher)
+                result["catalog"] = update_catalog(spark, cfg["catalog"], run.publisher, mode)
+        if cfg["output"]["jdbc"].get("url"):
+            # after the commit: the Parquet snapshot is the record; the warehouse holds a copy of it
+            with run.timer.stage("warehouse"):
+                try:
+                    jdbc = cfg["output"]["jdbc"]
+                    rows = publish_to_warehouse(
+                        spark, jdbc, run.publisher.root, manifest.snapshot_date, manifest.run_id
+                    )
+                    result["warehouse"] = {"schema": jdbc["schema"], "rows": rows}
+                except OutputError as exc:
+                    raise OutputError(
+                        f"snapshot {manifest.snapshot_date} is published under {run.publisher.root}, but {exc}"
+                    ) from exc
         result["output_path"] = run.publisher.root
         result["profiles"] = segmented.profiles
         return result

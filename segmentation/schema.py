@@ -18,7 +18,9 @@ from segmentation.errors import ConfigError
 BUNDLED_DATA = Path(__file__).resolve().parent / "data" / "online_retail"
 BUNDLED_INPUT = str(BUNDLED_DATA / "part-*.parquet")
 
-Format = Literal["csv", "parquet", "orc", "json"]
+FileFormat = Literal["csv", "parquet", "orc", "json"]
+#: `input.format`: files Spark reads natively, or a database table / query over JDBC (`input.jdbc`).
+Format = Literal["csv", "parquet", "orc", "json", "jdbc"]
 Method = Literal[
     "kmeans", "bisecting_kmeans", "gaussian_mixture", "dbscan", "hdbscan", "agglomerative", "som"
 ]
@@ -54,11 +56,43 @@ class Columns(_Section):
     product_name: str | None = "Description"
 
 
+class JdbcConnection(_Section):
+    """Where a database is and who logs in: `password_env` is the NAME of the environment variable holding the
+    password (never the password); the driver's jar comes from `driver_jar` or the session's `spark.jars`."""
+
+    url: str | None = None
+    user: str | None = None
+    password_env: str | None = None
+    # the driver class; null: from the URL (jdbc:postgresql: -> org.postgresql.Driver, ...)
+    driver: str | None = None
+    driver_jar: str | None = None
+
+
+class InputJdbc(JdbcConnection):
+    """`input.jdbc`: a table or a query (one of them), read in parallel over ranges of `partition_column`."""
+
+    table: str | None = None
+    query: str | None = None
+    partition_column: str | None = None
+    lower_bound: str | int | float | None = None
+    upper_bound: str | int | float | None = None
+    num_partitions: int | None = Field(None, ge=1)
+    fetch_size: int = Field(10000, ge=1)
+
+
+class OutputJdbc(JdbcConnection):
+    """`output.jdbc`: the database schema the published tables are copied into after each snapshot."""
+
+    schema_: str = Field("segmentation", alias="schema")
+    # rows per INSERT batch of Spark's JDBC writer
+    batch_size: int = Field(10000, ge=1)
+
+
 class Demographics(_Section):
     """`input.demographics`: a customer table beside the transactions, joined on the customer id."""
 
     path: PathLike | None = None
-    format: Format = "csv"
+    format: FileFormat = "csv"
     customer_id: str | None = "CustomerID"
     features: list[str] = []
     categorical: list[str] = []
@@ -69,7 +103,10 @@ class InputSection(_Section):
 
     kind: Literal["transactions", "customers"] = "transactions"
     path: PathLike | None = BUNDLED_INPUT
+    # a table of the session's catalog (`db.name`), read with spark.table instead of path
+    table: str | None = None
     format: Format = "parquet"
+    jdbc: InputJdbc = Field(default_factory=InputJdbc)
     # auto: the first of `timestamps.CANDIDATES` that parses most of a seeded sample (docs/pipeline.md,
     # "Input formats and timestamps"); or an explicit Spark pattern, `iso8601`, `epoch_seconds` / `_millis` /
     # `_micros` / `_nanos`
@@ -177,6 +214,8 @@ class Output(_Section):
     path: PathLike | None = "output"
     # the HTML report and its figures under reports/ (off: tables, model and manifest only)
     report: StrictBool = True
+    # a database the published tables are copied into (url null: none)
+    jdbc: OutputJdbc = Field(default_factory=OutputJdbc)
 
 
 class Naming(_Section):
@@ -193,10 +232,15 @@ class Identity(_Section):
 
 
 class Catalog(_Section):
-    """External tables over the output in a Hive metastore (a persistent local Derby database by default);
-    `metastore` null: `<output.path>/_catalog` for a local output, else `metastore` in the working directory."""
+    """External tables over the output in a catalog: a persistent local Derby metastore (`mode: local`;
+    `metastore` null: `<output.path>/_catalog` for a local output, else `metastore` in the working directory)
+    or the session's own (`mode: session`)."""
 
-    enabled: StrictBool = True
+    # local: a Derby metastore under the output (the default for a local master); session: the session's own
+    # catalog (a cluster's Hive metastore or Glue; the default when the master is not local); off: none
+    mode: Literal["local", "session", "off"] | None = None
+    # alias: false is mode off
+    enabled: StrictBool | None = None
     database: str = "segmentation"
     metastore: str | None = None
 
@@ -285,7 +329,7 @@ class JobConfig(_Section):
 
 def defaults() -> dict[str, Any]:
     """Every key with its default, as the nested mapping a YAML file overrides."""
-    return JobConfig().model_dump()
+    return JobConfig().model_dump(by_alias=True)
 
 
 def check_types(cfg: dict[str, Any]) -> JobConfig:

@@ -30,7 +30,7 @@ from segmentation.publish.snapshot import (
 )
 from segmentation.publish.tables import SEGMENT_COLUMNS
 from segmentation.segments.order import with_segment_columns
-from segmentation.sources.read import original_columns, read_transactions
+from segmentation.sources.read import input_name, original_columns, read_transactions
 from segmentation.sources.source import count_by
 from segmentation.sources.timestamps import resolve_timestamp_format
 from segmentation.sources.validate import (
@@ -180,7 +180,7 @@ def score_customers(
             "snapshot_date": scoring_date.isoformat(),
             "model_snapshot_date": model.snapshot_date,
             "model_path": absolute_output_path(model_root),
-            "input_path": str(inp["path"]),
+            "input_path": input_name(inp),
             "input_rows": input_rows,
             "accepted_rows": input_rows - sum(rejected.values()),
             "rejected_rows": rejected,

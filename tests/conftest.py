@@ -11,6 +11,8 @@ from types import SimpleNamespace
 import pytest
 from pyspark.sql import SparkSession
 
+from .postgres import DRIVER_JAR as PG_DRIVER_JAR
+
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"
 ONLINE_RETAIL_CSV = SHARED_DATA / "online_retail" / "by-day"
@@ -22,8 +24,11 @@ os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 
 @pytest.fixture(scope="session")
 def spark():
+    builder = SparkSession.builder
+    if Path(PG_DRIVER_JAR).is_file():  # the warehouse tests read and publish over JDBC in this session
+        builder = builder.config("spark.jars", PG_DRIVER_JAR)
     session = (
-        SparkSession.builder.master("local[2]")
+        builder.master("local[2]")
         .appName("segmentation-tests")
         .config("spark.ui.enabled", "false")
         .config("spark.sql.shuffle.partitions", "4")
@@ -39,6 +44,23 @@ def spark():
     os.environ.setdefault("JDK_JAVA_OPTIONS", "-XX:TieredStopAtLevel=1")
     yield session
     session.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A PostgreSQL server on 127.0.0.1 for the session (tests/postgres.py); its password in the environment
+    variable the configs name, as a user would set it."""
+    import tempfile
+
+    from . import postgres as pg
+
+    server, stop = pg.start(Path(tempfile.mkdtemp(prefix="segment-pg-")))
+    os.environ[server.password_env] = server.password
+    try:
+        yield server
+    finally:
+        os.environ.pop(server.password_env, None)
+        stop()
 
 
 @pytest.fixture(scope="session")

@@ -38,7 +38,7 @@ def test_run_prints_outputs_and_segments(console_snapshots):
         "{'malformed_row': 1, 'missing_customer_id': 1}"
     ) in stdout
     assert f"customers: {customers} ({customers} clustered, excluded none)" in stdout
-    assert f"segments     {out}/segments/snapshot_date={day}" in stdout
+    assert f"segments{' ' * 12}{out}/segments/snapshot_date={day}" in stdout
     report = out / "reports" / f"snapshot_date={day}" / "report.html"
     assert f"Report: {report}" in stdout and report.is_file()
     segments = pd.read_parquet(out / "segments" / f"snapshot_date={day}")

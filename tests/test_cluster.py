@@ -257,14 +257,18 @@ def inputs(tmp_path_factory):
     return folder
 
 
-def job_args(inputs: Path, output: Path) -> list[str]:
-    """The Online Retail preset; stability fits, the catalog and the report are off (tested elsewhere), to keep
-    runs short."""
-    config = inputs.parent / "cluster-test.yaml"
+def job_args(inputs: Path, output: Path, catalog: bool = False) -> list[str]:
+    """The Online Retail preset; stability fits and the report are off (tested elsewhere), to keep runs short.
+    The catalog is off unless `catalog`: then the preset's catalog section goes, so the job picks the mode
+    from its master (a cluster's: `session`)."""
+    config = inputs.parent / f"cluster-test{'-catalog' if catalog else ''}.yaml"
     if not config.exists():
         preset = yaml.safe_load((REPO / "conf" / "online_retail.yaml").read_text())
         preset.setdefault("model", {})["stability_fits"] = 0
-        preset["catalog"] = {"enabled": False}
+        if catalog:
+            del preset["catalog"]
+        else:
+            preset["catalog"] = {"enabled": False}
         preset["output"]["report"] = False
         config.write_text(yaml.safe_dump(preset))
     return [
@@ -291,7 +295,20 @@ def cluster_run(cluster, inputs, tmp_path_factory):
     both, which saves a cluster run of about a minute and a half (the suite's 15-minute budget)."""
     folder = tmp_path_factory.mktemp("cluster-run")
     apps_before = _app_ids(cluster)
-    job = cluster.submit("cluster", job_args(inputs, folder / "out"), folder)
+    # the "cluster's own metastore" (a platform's Hive metastore or Glue): the session is given it by
+    # spark-submit, and the job registers its tables there (catalog.mode session, chosen from the master)
+    metastore = folder / "platform-metastore"
+    hive = (
+        *("--conf", "spark.sql.catalogImplementation=hive"),
+        *(
+            "--conf",
+            f"spark.hadoop.javax.jdo.option.ConnectionURL=jdbc:derby:;databaseName={metastore};create=true",
+        ),
+        *("--conf", f"spark.sql.warehouse.dir={folder / 'platform-warehouse'}"),
+        *("--driver-java-options", f"-Dderby.stream.error.file={folder / 'derby.log'}"),
+    )
+    job = cluster.submit("cluster", job_args(inputs, folder / "out", catalog=True), folder, submit_opts=hive)
+    job.metastore = metastore
     try:
         job.wait_for("stage features: started", timeout=180)  # the aggregation to customers is running
         (app,) = cluster.state()["activeapps"]
@@ -441,6 +458,12 @@ def background_jobs(refused_submits, local_run):
 def test_cluster_run_equals_local_run(cluster, local_run, cluster_run):
     assert local_run.wait() == 0, local_run.output()[-4000:]
     assert_same_outputs(local_run.out, cluster_run.out)
+    # catalog.mode session (the master is not local): the tables are in the platform's metastore, with the
+    # snapshot's partition; no Derby of the job's own under the output
+    registered = next(line for line in cluster_run.output().splitlines() if line.startswith("  catalog: "))
+    assert registered.startswith("  catalog: segmentation: segments (1), profiles (1), rfm_profiles (1)")
+    assert (cluster_run.metastore / "service.properties").is_file()
+    assert not (cluster_run.out / "_catalog").exists()
     # it really ran on the cluster: executors of the application on both workers
     for worker in ("worker-1", "worker-2"):
         app_dir = cluster.run_dir / "work" / worker / cluster_run.app_id

@@ -51,7 +51,7 @@ def test_missing_config_file(tmp_path):
         ("model: {k_min: 5, k_max: 3}", "invalid k range: k_min 5 is greater than k_max 3"),
         ("model: {k: 1}", r"model.k must be an integer >= 2, got 1"),
         ("cleaning: {returns: sometimes}", "cleaning.returns must be 'net' or 'gross'"),
-        ("input: {format: xml}", "input.format must be one of csv, parquet, orc, json, got 'xml'"),
+        ("input: {format: xml}", "input.format must be one of csv, parquet, orc, json, jdbc, got 'xml'"),
         (
             "input: {columns: {customer_id: C, timestamp: T, quantity: Q, amount: Total}}",
             "map either input.columns.quantity",
@@ -171,7 +171,7 @@ def test_parse_args_rejects_bad_values(capsys):
 
 def test_catalog_and_identity_keys(tmp_path):
     cfg = validate_config(load_config(None))
-    assert cfg["catalog"]["database"] == "segmentation" and cfg["catalog"]["enabled"] is True
+    assert cfg["catalog"]["database"] == "segmentation" and cfg["catalog"]["mode"] is None
     assert cfg["catalog"]["metastore"] == "output/_catalog"
     assert cfg["identity"]["max_distance"] == 1.0
     path = tmp_path / "c.yaml"

@@ -4,7 +4,8 @@ After a snapshot is published, `segments`, `profiles`, `elbow`, `rejects` and `t
 become external Parquet tables `<catalog.database>.<table>` over the output path, partitioned by `snapshot_date`,
 with a partition for every published snapshot (the reader's contract: only snapshots with a success marker), so
 any SparkSession on the same metastore can `SELECT ... FROM segmentation.segments WHERE snapshot_date = '...'`.
-By default the metastore is a persistent local Derby database under `catalog.metastore`.
+`catalog.mode: local` (the default on a local master) keeps a persistent Derby metastore under
+`catalog.metastore`; `session` (the default elsewhere) registers in the session's own catalog, the cluster's.
 """
 
 from __future__ import annotations
@@ -120,17 +121,30 @@ def release_derby(spark: SparkSession) -> None:
             log.warning("could not shut Derby down: %s", str(exc).splitlines()[0][:200])
 
 
-def update_catalog(spark: SparkSession, catalog_cfg: dict[str, Any], publisher: SnapshotPublisher) -> str:
+def update_catalog(
+    spark: SparkSession, catalog_cfg: dict[str, Any], publisher: SnapshotPublisher, mode: str = "local"
+) -> str:
     """Register the published tables; one line saying what happened. A failure here does not undo the publish
-    (the files are the data; the next run registers every published snapshot), so it is logged, not raised."""
+    (the files are the data; the next run registers every published snapshot), so it is logged, not raised.
+    `mode` local: the job's own Derby metastore, one job at a time, released after; session: the session's
+    catalog as the platform configured it (a cluster's Hive metastore, Glue), untouched otherwise."""
     if not has_hive_catalog(spark):
-        return "skipped: the session has no Hive catalog (segment-customers starts one when catalog.enabled)"
+        if mode == "session":
+            return (
+                "skipped: catalog.mode session, but the session's catalog is in-memory (it would vanish with "
+                "the session); give the session a metastore (spark.sql.catalogImplementation=hive) or use "
+                "catalog.mode local"
+            )
+        return "skipped: the session has no Hive catalog (segment-customers starts one in catalog.mode local)"
     try:
-        with metastore_lock(catalog_cfg):
-            try:
-                registered = register_tables(spark, catalog_cfg["database"], publisher)
-            finally:
-                release_derby(spark)
+        if mode == "session":
+            registered = register_tables(spark, catalog_cfg["database"], publisher)
+        else:
+            with metastore_lock(catalog_cfg):
+                try:
+                    registered = register_tables(spark, catalog_cfg["database"], publisher)
+                finally:
+                    release_derby(spark)
     except Exception as exc:  # noqa: BLE001 - the snapshot is published; say why the catalog is behind
         detail = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
         log.warning("catalog not updated (the snapshot is published; the next run registers it): %s", detail)

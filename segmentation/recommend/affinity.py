@@ -77,15 +77,19 @@ def popular(pairs_df: DataFrame, segment_of_df: DataFrame | None, length: int) -
     if segment_of_df is None:
         counts = pairs_df.groupBy("product_id").agg(F.count(F.lit(1)).alias("customers"))
         buying = pairs_df.select("customer_id").distinct().count()
-        counts = counts.withColumns({"segment_id": F.lit(None).cast("int"), "_n": F.lit(buying)})
+        # one list: the top `length` by a sort and limit (a window over no partition would say it moves all
+        # rows to one partition, which the limit does anyway), ranked in the list
+        top = counts.orderBy(F.desc("customers"), "product_id").limit(length)
+        ranked_rows = top.withColumns(
+            {"segment_id": F.lit(None).cast("int"), "_n": F.lit(buying), "_rank": -F.col("customers")}
+        )
     else:
         sizes = segment_of_df.groupBy("segment_id").agg(F.count(F.lit(1)).alias("_n"))
         counts = buyers(pairs_df, segment_of_df).join(F.broadcast(sizes), "segment_id")
-    ranked = Window.partitionBy("segment_id").orderBy(F.desc("customers"), "product_id")
+        ranked = Window.partitionBy("segment_id").orderBy(F.desc("customers"), "product_id")
+        ranked_rows = counts.withColumn("_rank", F.row_number().over(ranked)).filter(F.col("_rank") <= length)
     return (
-        counts.withColumn("_rank", F.row_number().over(ranked))
-        .filter(F.col("_rank") <= length)
-        .groupBy("segment_id")
+        ranked_rows.groupBy("segment_id")
         .agg(
             F.sort_array(
                 F.collect_list(

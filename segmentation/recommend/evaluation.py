@@ -139,6 +139,25 @@ def evaluate(
     manifest and the report: each method's overall metrics and ALS's precision@k against global-popular's."""
     k = int(cfg["top_n"])
     cutoff = dt.date.fromisoformat(snapshot_date) - dt.timedelta(days=int(cfg["evaluation"]["test_days"]))
+    split = purchases_df.agg(
+        F.count(F.when(F.col("date") < F.lit(cutoff), 1)).alias("before"),
+        F.count(F.when(F.col("date") >= F.lit(cutoff), 1)).alias("after"),
+    ).first()
+    if not split["before"] or not split["after"]:
+        # a log shorter than the test period (or all of it inside): nothing to train on or to test with
+        side = "before" if not split["before"] else "on or after"
+        reason = (
+            f"no purchase lines {side} the cutoff {cutoff} (snapshot date - recommend.evaluation.test_days)"
+        )
+        log.warning("recommendations not evaluated: %s", reason)
+        skipped = {
+            "train_cutoff": cutoff.isoformat(),
+            "customers": 0,
+            "k": k,
+            "overall": {},
+            "skipped": reason,
+        }
+        return local_dataframe(spark, [], EVAL_SCHEMA), skipped
     # one partition, after a shuffle: the evaluator's many small jobs each run one task; the frame is
     # computed in parallel before it
     built, train = evaluation_frame(purchases_df, segment_of_df, cutoff, cfg, seed)

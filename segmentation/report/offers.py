@@ -91,6 +91,8 @@ def offers_view(
     view: dict[str, Any] = {
         "reason": None,
         "headline": None,
+        "evaluation_header": [],
+        "evaluation_rows": [],
         "segments": segments,
         "products_header": ["Product", "Code", "Buyers", "Share of segment", "Lift"],
         "rules_header": ["Bought", "Then also", "Support", "Confidence", "Lift"],
@@ -123,6 +125,8 @@ def offers_view(
             for r in evaluation.itertuples()
         ]
         view["headline"] = evaluation_sentence(headline)
+    elif headline.get("skipped"):
+        view["headline"] = f"Not evaluated: {headline['skipped']}."
     return view
 
 

@@ -20,7 +20,7 @@ from segmentation.sources.customers import (
     internal_names,
     read_customer_table,
 )
-from segmentation.sources.read import original_columns, read_transactions, seeded_sample
+from segmentation.sources.read import input_name, original_columns, read_transactions, seeded_sample
 from segmentation.sources.source import count_by
 from segmentation.sources.timestamps import resolve_timestamp_format
 from segmentation.sources.validate import REJECT_REASONS, classify_rows
@@ -59,7 +59,7 @@ def _plain(number) -> str | None:
 
 def _input_lines(inp: dict[str, Any], total: int, sampled: int) -> list[str]:
     lines = [
-        f"Input: {inp['path']} ({inp['format']}, kind {inp['kind']}): {total:,} rows, {sampled:,} sampled"
+        f"Input: {input_name(inp)} ({inp['format']}, kind {inp['kind']}): {total:,} rows, {sampled:,} sampled"
     ]
     if inp["format"] == "csv":
         csv = inp["csv"]
@@ -80,7 +80,7 @@ def _sample(raw_df: DataFrame, inp: dict[str, Any], rows: int, seed: int) -> tup
     """(the cached seeded sample, the input's rows, the sample's rows); an empty input is an error."""
     total = raw_df.count()
     if total == 0:
-        raise InputError(f"input has no rows: {inp['path']}")
+        raise InputError(f"input has no rows: {input_name(inp)}")
     sample_df = seeded_sample(raw_df, rows, seed, total=total).cache()
     return sample_df, total, sample_df.count()
 

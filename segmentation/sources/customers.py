@@ -20,7 +20,13 @@ from pyspark.sql import types as T
 
 from segmentation.errors import InputError
 from segmentation.io import col, strip
-from segmentation.sources.read import CORRUPT_COLUMN, check_mapped_columns, original_columns, read_input
+from segmentation.sources.read import (
+    CORRUPT_COLUMN,
+    check_mapped_columns,
+    input_name,
+    original_columns,
+    read_input,
+)
 from segmentation.sources.source import Reconciliation, Source, clustering_layout, count_by
 from segmentation.sources.validate import customer_id_column, decimal_mark, decimal_point_text, rejects_table
 from segmentation.timer import StageTimer
@@ -154,7 +160,7 @@ def customer_source(
         persisted.append(classified_df)
         input_rows = classified_df.count()
         if input_rows == 0:
-            raise InputError(f"input has no rows: {inp['path']}")
+            raise InputError(f"input has no rows: {input_name(inp)}")
         rejected = count_by(classified_df, "reject_reason", CUSTOMER_REJECT_REASONS)
         accepted_rows = input_rows - sum(rejected.values())
         log.info("%d input rows, %d accepted, rejects %s", input_rows, accepted_rows, rejected)
@@ -182,7 +188,7 @@ def customer_source(
         order_column=names[numeric[0]] if numeric else "customer_id",
         manifest={
             "input_kind": "customers",
-            "input_path": str(inp["path"]),
+            "input_path": input_name(inp),
             "input_format": inp["format"],
             "missing": inp["missing"],
         },

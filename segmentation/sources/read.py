@@ -1,8 +1,9 @@
-"""Reading the input: CSV, Parquet, ORC or JSON lines as Spark reads them, nothing inferred that could lose a row.
+"""Reading the input: CSV, Parquet, ORC or JSON lines as Spark reads them, a table of the session's catalog
+(`input.table`) or of a database over JDBC (`input.format: jdbc`), nothing inferred that could lose a row.
 
 Takes the `input` config section and hands the source stage a DataFrame of the original columns (CSV and JSON
-as strings, with a `_corrupt_record` column for lines that do not parse), after checking the path exists
-and every mapped column is there. `_corrupt_record` holds the raw line of a CSV row whose field count does not
+as strings, with a `_corrupt_record` column for lines that do not parse), after checking the input exists
+and every mapped column is there. A table keeps its column types, as Parquet does. `_corrupt_record` holds the raw line of a CSV row whose field count does not
 match the header, or of a JSON line that is no object; it is always null for Parquet and ORC. Nothing is
 inferred from the data: CSV is read with an explicit all-string schema built from its header; Parquet and ORC
 keep their types, nanosecond timestamps (pandas, pyarrow) as their integer count, which the timestamp formats
@@ -11,6 +12,7 @@ read as `epoch_nanos`.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from typing import Any
 
@@ -18,6 +20,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from segmentation import jdbc as jdbc_conn
 from segmentation.errors import InputError, SchemaError, root_cause
 from segmentation.io import HadoopFs
 
@@ -63,8 +66,24 @@ def read_transactions(
     return df, {**input_cfg, "columns": columns}
 
 
+def input_name(input_cfg: dict[str, Any]) -> str:
+    """What the input is, for logs and the manifest: a path, `table db.name`, or a JDBC URL (no secret)."""
+    if input_cfg.get("table"):
+        return f"table {input_cfg['table']}"
+    if input_cfg["format"] == "jdbc":
+        jdbc = input_cfg["jdbc"]
+        what = jdbc["table"] or "query"
+        return f"{jdbc_conn.describe(jdbc)} ({what})"
+    return str(input_cfg["path"])
+
+
 def read_input(spark: SparkSession, input_cfg: dict[str, Any]) -> DataFrame:
-    """The input's rows in `input.format`, plus `_corrupt_record`; one clear line when it cannot be read."""
+    """The input's rows (`input.table` of the session's catalog, a JDBC table or query, or files in
+    `input.format`), plus `_corrupt_record`; one clear line when it cannot be read."""
+    if input_cfg.get("table"):
+        return _read_table(spark, input_cfg["table"])
+    if input_cfg["format"] == "jdbc":
+        return _read_jdbc(spark, input_cfg["jdbc"])
     path, fmt = str(input_cfg["path"]), input_cfg["format"]
     _check_exists(spark, path)
     try:
@@ -80,6 +99,98 @@ def read_input(spark: SparkSession, input_cfg: dict[str, Any]) -> DataFrame:
         raise
     except Exception as exc:  # noqa: BLE001 - unreadable input: say why in one line
         raise InputError(f"cannot read {fmt} input {path}: {root_cause(exc)}") from exc
+
+
+def _read_table(spark: SparkSession, name: str) -> DataFrame:
+    """A table (or view) of the session's catalog: the cluster's metastore, or the local one the job starts."""
+    if not spark.catalog.tableExists(name):
+        raise InputError(
+            f"input.table {name!r} is not a table of the session's catalog "
+            f"({spark.conf.get('spark.sql.catalogImplementation', 'in-memory')}); "
+            f"databases: {', '.join(sorted(d.name for d in spark.catalog.listDatabases())) or 'none'}"
+        )
+    try:
+        return spark.table(name).withColumn(CORRUPT_COLUMN, F.lit(None).cast("string"))
+    except Exception as exc:  # noqa: BLE001 - unreadable table: say why in one line
+        raise InputError(f"cannot read input.table {name}: {root_cause(exc)}") from exc
+
+
+def _read_jdbc(spark: SparkSession, cfg: dict[str, Any]) -> DataFrame:
+    """A table or query of a database over Spark's JDBC source: one read, or `num_partitions` parallel reads
+    over ranges of `partition_column` (numeric, date or timestamp) between the bounds; rows are fetched
+    `fetch_size` at a time. Spark asks the database for the schema here, so a bad login, a missing driver or
+    table is one line before anything runs."""
+    options = {
+        "url": cfg["url"],
+        "fetchsize": str(int(cfg["fetch_size"])),
+        # a TIMESTAMP WITHOUT TIME ZONE is a wall-clock time, read as such (input.time_zone places it), not
+        # shifted by the JVM's default zone as a java.sql.Timestamp would be
+        "preferTimestampNTZ": "true",
+        **jdbc_conn.properties(cfg, "input.jdbc"),
+    }
+    source = {"dbtable": cfg["table"]} if cfg.get("table") else {"query": cfg["query"]}
+    try:
+        df = spark.read.format("jdbc").options(**options, **source).load()
+        column = cfg.get("partition_column")
+        if column:
+            if column not in df.columns:
+                raise InputError(
+                    f"input.jdbc.partition_column {column!r} is not a column of {cfg['table']}; "
+                    f"columns: {', '.join(df.columns)}"
+                )
+            if isinstance(df.schema[column].dataType, T.TimestampNTZType):
+                # Spark's own ranges refuse a wall-clock timestamp column: the same ranges, as predicates
+                predicates = time_ranges(spark, cfg, column)
+                df = spark.read.jdbc(cfg["url"], cfg["table"], predicates=predicates, properties=options)
+            else:
+                df = (
+                    spark.read.format("jdbc")
+                    .options(**options, **source)
+                    .options(
+                        partitionColumn=column,
+                        lowerBound=str(cfg["lower_bound"]),
+                        upperBound=str(cfg["upper_bound"]),
+                        numPartitions=str(int(cfg["num_partitions"])),
+                    )
+                    .load()
+                )
+    except InputError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the schema query failed: driver, login, table
+        raise jdbc_conn.connection_error(exc, cfg, "input.jdbc") from exc
+    log.info(
+        "input: %s, %d read partition(s)",
+        input_name({"format": "jdbc", "jdbc": cfg}),
+        df.rdd.getNumPartitions(),
+    )
+    return df.withColumn(CORRUPT_COLUMN, F.lit(None).cast("string"))
+
+
+def time_ranges(spark: SparkSession, cfg: dict[str, Any], column: str) -> list[str]:
+    """WHERE clauses splitting [lower_bound, upper_bound) of a timestamp column into `num_partitions` equal
+    ranges, as Spark splits a numeric one: the first also takes earlier times and nulls, the last later ones."""
+    try:
+        low = dt.datetime.fromisoformat(str(cfg["lower_bound"]))
+        high = dt.datetime.fromisoformat(str(cfg["upper_bound"]))
+    except ValueError as exc:
+        raise InputError(
+            f"input.jdbc.lower_bound and upper_bound must be dates or times (YYYY-MM-DD[ HH:MM:SS]) for the "
+            f"timestamp column {column!r}, got {cfg['lower_bound']!r} and {cfg['upper_bound']!r}"
+        ) from exc
+    if high <= low:
+        raise InputError(
+            f"input.jdbc.upper_bound {cfg['upper_bound']!r} must be after lower_bound {cfg['lower_bound']!r}"
+        )
+    n = int(cfg["num_partitions"])
+    quoted_column = spark.sparkContext._jvm.org.apache.spark.sql.jdbc.JdbcDialects.get(
+        cfg["url"]
+    ).quoteIdentifier(column)
+    cuts = [f"TIMESTAMP '{(low + (high - low) * i / n).isoformat(sep=' ')}'" for i in range(1, n)]
+    if not cuts:
+        return ["1 = 1"]
+    ranges = [f"{quoted_column} < {cuts[0]} OR {quoted_column} IS NULL"]
+    ranges += [f"{quoted_column} >= {a} AND {quoted_column} < {b}" for a, b in zip(cuts, cuts[1:])]
+    return [*ranges, f"{quoted_column} >= {cuts[-1]}"]
 
 
 def _read_json(spark: SparkSession, path: str) -> DataFrame:

@@ -27,7 +27,7 @@ from segmentation.sources.customers import (
     read_customer_table,
     with_demographics,
 )
-from segmentation.sources.read import CORRUPT_COLUMN, original_columns, read_transactions
+from segmentation.sources.read import CORRUPT_COLUMN, input_name, original_columns, read_transactions
 from segmentation.sources.source import Reconciliation, Source, clustering_layout, count_by, ordered_counts
 from segmentation.sources.timestamps import resolve_timestamp_format, timestamp_failure
 from segmentation.sources.validate import (
@@ -86,7 +86,7 @@ def _reconciled(ledger_df: DataFrame, cfg: dict[str, Any]) -> ValidatedLedger:
     inp = cfg["input"]
     input_rows, counts, latest = ledger_summary(ledger_df)
     if input_rows == 0:
-        raise InputError(f"input has no rows: {inp['path']}")
+        raise InputError(f"input has no rows: {input_name(inp)}")
     checked = input_rows - counts.get("malformed_row", 0) - counts.get("missing_customer_id", 0)
     if counts.get("invalid_timestamp", 0) * 2 > checked:
         raise InputError(
@@ -207,7 +207,7 @@ def transaction_source(
         ),
         order_column="monetary",
         manifest={
-            "input_path": str(inp["path"]),
+            "input_path": input_name(inp),
             "input_format": inp["format"],
             "timestamp_format": inp["timestamp_format"],
             "timestamp_format_detected": detected_format,
