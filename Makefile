@@ -14,13 +14,13 @@ SYSTEM_TOOLS ?= chromium:chromium docker-compose:docker-compose
 # 127.0.0.1 with a throwaway data directory, and its JDBC driver.
 SYSTEM_FILES ?= /usr/lib/postgresql/*/bin/initdb:postgresql /usr/share/java/postgresql.jar:libpostgresql-jdbc-java
 
-.PHONY: install run test check format clean system-deps dashboard
+.PHONY: install run test smoke check format clean system-deps dashboard
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "Python 3.10+ is required (found " + sys.version.split()[0] + "); set PYTHON=python3.x")'
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[test]"
+	$(PY) -m pip install --quiet -e ".[test]" -c constraints.txt
 	@touch $@
 
 install: $(VENV)/.installed
@@ -45,8 +45,29 @@ system-deps:
 	      || echo "warning: could not install$$missing; the tests that need them will skip"; \
 	  else echo "note: missing$$missing (not root / no apt-get); the tests that need them will skip"; fi; fi
 
+# The oldest supported Spark (managed platforms' 3.5) in a second venv: the bundled end-to-end run, the engine's
+# equivalence with Spark ML, one cluster run. SMOKE=0 skips it.
+SMOKE ?= 1
+SMOKE_VENV ?= .venv-spark35
+SMOKE_PYSPARK ?= pyspark==3.5.9
+SMOKE_TESTS ?= tests/test_lloyd.py tests/test_e2e_online_retail.py::test_reconciles_to_the_row \
+	tests/test_e2e_online_retail.py::test_every_customer_matches_the_hand_computed_features \
+	tests/test_e2e_online_retail.py::test_recommendations_on_the_bundled_data \
+	tests/test_cluster.py::test_cluster_run_equals_local_run
+
+$(SMOKE_VENV)/.installed: pyproject.toml
+	@test -x $(SMOKE_VENV)/bin/python || $(PYTHON) -m venv $(SMOKE_VENV)
+	$(SMOKE_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(SMOKE_VENV)/bin/python -m pip install --quiet -e ".[test]" "$(SMOKE_PYSPARK)"
+	@touch $@
+
 test: install system-deps
 	$(PY) -m pytest $(PYTEST_ARGS)
+	@if [ "$(SMOKE)" = 1 ]; then $(MAKE) --no-print-directory smoke; fi
+
+smoke: $(SMOKE_VENV)/.installed
+	@echo "smoke on $$($(SMOKE_VENV)/bin/python -c 'import pyspark; print("pyspark", pyspark.__version__)')"
+	PYTHON=$(SMOKE_VENV)/bin/python $(SMOKE_VENV)/bin/python -m pytest -p no:cacheprovider -W ignore::DeprecationWarning $(SMOKE_TESTS)
 
 check: install
 	$(VENV)/bin/ruff check segmentation jobs tests scripts

@@ -14,6 +14,7 @@ from typing import Any
 import pyspark
 
 from segmentation import __version__
+from segmentation.compat import engine_verified
 from segmentation.model.selection import Selection
 from segmentation.sources.source import Reconciliation
 
@@ -48,6 +49,8 @@ def versions(spark_version: str) -> dict[str, str]:
         "spark": spark_version,
         "pyspark": pyspark.__version__,
         "python": platform.python_version(),
+        # how KMeans' k sweep ran: the engine (its replay of Spark ML verified on this Spark) or Spark ML fits
+        "k_sweep": "engine" if engine_verified() else "spark_ml_fits",
     }
 
 

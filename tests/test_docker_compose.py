@@ -51,8 +51,10 @@ def compose(docker_compose: str, env_file, *args: str) -> subprocess.CompletedPr
 
 
 def pyspark_pin() -> str:
-    match = re.search(r'"pyspark==([0-9][^"]*)"', (REPO / "pyproject.toml").read_text())
-    assert match, "pyproject.toml pins no pyspark==X"
+    """The default pin (constraints.txt), inside pyproject.toml's supported range."""
+    match = re.search(r"^pyspark==([0-9][^\s]*)$", (REPO / "constraints.txt").read_text(), flags=re.MULTILINE)
+    assert match, "constraints.txt pins no pyspark==X"
+    assert '"pyspark>=3.5,<4.4"' in (REPO / "pyproject.toml").read_text()
     return match.group(1)
 
 
@@ -131,3 +133,49 @@ def _target(volume) -> str:
 
 def _read_only(volume) -> bool:
     return bool(volume.get("read_only")) if isinstance(volume, dict) else volume.split(":")[2:] == ["ro"]
+
+
+def test_every_import_of_the_library_resolves_from_the_image_requirements():
+    """The images install pyproject's runtime dependencies (docker/runtime_requirements.py) and pyspark (the
+    image's): every module segmentation/ and jobs/ import is the standard library's, the project's own, or
+    provided by one of those distributions (as installed here: packages_distributions maps them)."""
+    import ast
+    import importlib.metadata
+    import sys
+
+    sys.path.insert(0, str(REPO / "docker"))
+    try:
+        from runtime_requirements import distribution, runtime_requirements
+    finally:
+        sys.path.pop(0)
+    listed = {
+        distribution(r).lower().replace("_", "-") for r in runtime_requirements(REPO / "pyproject.toml")
+    }
+    assert "pyspark" in listed and "jinja2" in listed
+    providers = importlib.metadata.packages_distributions()
+    imported: dict[str, set[str]] = {}
+    for path in [*(REPO / "segmentation").rglob("*.py"), *(REPO / "jobs").glob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            for name in names:
+                imported.setdefault(name.split(".")[0], set()).add(path.name)
+    third_party = {
+        top: files
+        for top, files in imported.items()
+        if top not in sys.stdlib_module_names and top not in ("segmentation", "jobs", "__future__")
+    }
+    # tomli only where tomllib is missing (Python 3.10): the Dockerfile installs it itself; py4j is pyspark's
+    # own bridge, pinned by it
+    third_party.pop("tomli", None)
+    third_party.pop("py4j", None)
+    missing = {
+        top: sorted(files)
+        for top, files in third_party.items()
+        if not {d.lower().replace("_", "-") for d in providers.get(top, [])} & listed
+    }
+    assert not missing, f"imported but not in pyproject's runtime dependencies: {missing}"
+    assert {"pyspark", "pandas", "jinja2", "pydantic", "sklearn", "duckdb"} <= set(third_party)

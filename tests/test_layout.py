@@ -1,7 +1,7 @@
 """The shape of the library: stages import one way, no module is over 500 lines, and the docs list every module.
 
 Stages, from the bottom up (a module may import its own stage or an earlier one, never a later one):
-base (errors, schema, config, io, timer) < features < sources < prepare < model < segments < recommend < report < publish
+base (errors, schema, config, io, jdbc, compat, timer) < features < sources < prepare < model < segments < recommend < report < publish
 < top
 (manifest, pipeline, score) < dashboard (it reads published output only). Inside a stage, modules import each other without cycles, and no import of the
 library hides inside a function.
@@ -32,6 +32,8 @@ TOP_LEVEL = {
     "errors": "base",
     "config": "base",
     "io": "base",
+    "jdbc": "base",
+    "compat": "base",
     "timer": "base",
     "schema": "base",
     "prepare": "prepare",

@@ -153,6 +153,30 @@ def test_sweep_diagnostics_and_stability_match_spark_computations(spark, scaled)
         assert fit.iterations == reference.summary.numIter
 
 
+def test_a_spark_the_engine_is_not_verified_on_gets_spark_ml_fits(spark, scaled, monkeypatch, caplog):
+    """On a Spark release the engine's replay is not verified on (segmentation/compat.py), the sweep fits
+    Spark ML itself, says so, and gives the same fits as the engine does on a verified one."""
+    from segmentation import compat
+    from segmentation.model import kmeans
+
+    replayed = sweep_k(scaled, KS, seed=42, max_iter=20)
+    monkeypatch.setattr(kmeans, "engine_verified", lambda: False)
+    with caplog.at_level("WARNING", logger="segmentation.model.kmeans"):
+        fitted = sweep_k(scaled, KS, seed=42, max_iter=20)
+    verified = ", ".join(compat.version_text(v) for v in compat.ENGINE_VERIFIED)
+    assert (
+        f"k sweep: one Spark ML KMeans fit per (k, seed), 3 fits: the engine's replay of Spark ML is verified on "
+        f"Spark {verified}, this is Spark {compat.version_text(compat.spark_version())} (same models, slower)"
+    ) in caplog.messages
+    for a, b in zip(replayed, fitted, strict=True):
+        assert (a.k, a.iterations, a.cluster_sizes) == (b.k, b.iterations, b.cluster_sizes)
+        assert a.wcss == pytest.approx(b.wcss, rel=1e-9)
+        assert np.allclose(a.centers, b.centers, rtol=1e-9, atol=1e-12)
+        assert a.silhouette == pytest.approx(b.silhouette, abs=1e-9)
+    assert compat.spark_version("3.5.9") == (3, 5) and compat.engine_verified("4.0.1")
+    assert not compat.engine_verified("4.1.4") or (4, 1) in compat.ENGINE_VERIFIED
+
+
 def test_fewer_distinct_points_than_k(spark):
     """Spark ML returns fewer centers than k when the data has fewer distinct points; so does the engine."""
     rows = [(f"c{i}", Vectors.dense(float(i % 3), float(i % 3))) for i in range(30)]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 
+import numpy as np
 from py4j.protocol import Py4JError
 from pyspark.ml.clustering import KMeans, KMeansModel
 from pyspark.ml.evaluation import ClusteringEvaluator
@@ -17,6 +18,7 @@ from pyspark.ml.linalg import Vectors
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from segmentation.compat import ENGINE_VERIFIED, engine_verified, spark_version, version_text
 from segmentation.model import engine
 from segmentation.model.fit import Fit
 from segmentation.model.metrics import adjusted_rand_index_of_table, separation
@@ -108,8 +110,19 @@ def sweep_k(
             len(pairs),
             "in the driver" if isinstance(rows, engine.LocalRows) else "as Spark jobs",
         )
-        models = engine.kmeans_parallel(rows, features_df, dim, pairs)
-        engine.fit_all(rows, models, max_iter, tol)
+        if engine_verified():
+            models = engine.kmeans_parallel(rows, features_df, dim, pairs)
+            engine.fit_all(rows, models, max_iter, tol)
+        else:
+            # the engine replays Spark ML internals verified on some releases only: here, Spark ML itself
+            log.warning(
+                "k sweep: one Spark ML KMeans fit per (k, seed), %d fits: the engine's replay of Spark ML is "
+                "verified on Spark %s, this is Spark %s (same models, slower)",
+                len(pairs),
+                ", ".join(version_text(v) for v in ENGINE_VERIFIED),
+                version_text(spark_version()),
+            )
+            models = spark_ml_fits(fit_df, pairs, max_iter, tol)
         index = {(m.k, m.seed): i for i, m in enumerate(models)}
         same_k = [
             (index[(k, a)], index[(k, b)]) for k in ks for i, a in enumerate(seeds) for b in seeds[i + 1 :]
@@ -147,6 +160,28 @@ def sweep_k(
         "k sweep: %d fits of k=%d..%d in %.1f s", len(models), ks[0], ks[-1], time.perf_counter() - started
     )
     return fits
+
+
+def spark_ml_fits(
+    fit_df: DataFrame, pairs: list[tuple[int, int]], max_iter: int, tol: float
+) -> list[engine.Model]:
+    """Spark ML's KMeans fitted at every (k, seed) on `scaled`, as the engine's models (centers, iterations,
+    training cost) for the shared diagnostics."""
+    models = []
+    for k, seed in pairs:
+        fitted = KMeans(featuresCol="scaled", k=k, seed=seed, maxIter=max_iter, tol=tol).fit(fit_df)
+        summary = fitted.summary
+        models.append(
+            engine.Model(
+                k,
+                seed,
+                np.array([c.tolist() for c in fitted.clusterCenters()]),
+                iterations=summary.numIter,
+                converged=summary.numIter < max_iter,
+                cost=summary.trainingCost,
+            )
+        )
+    return models
 
 
 def kmeans_model(spark: SparkSession, centers: list[list[float]], seed: int) -> KMeansModel:

@@ -175,7 +175,8 @@ def basket_rules(
 def with_names(rules_df: DataFrame, names_df: DataFrame) -> DataFrame:
     """`antecedent_names` and `consequent_names` from the products' names (the id where a product has none),
     in the items' order; the rules are few, the names joined to their exploded items only."""
-    keyed = rules_df.withColumn("_rule", F.monotonically_increasing_id())
+    # the ids computed once: both sides below join back to the same rows (and the self-join resolves on 3.5)
+    keyed = rules_df.withColumn("_rule", F.monotonically_increasing_id()).localCheckpoint()
 
     def named(side: str) -> DataFrame:
         items = keyed.select("_rule", F.posexplode(side).alias("_pos", "product_id"))

@@ -18,6 +18,7 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from segmentation.compat import try_cast
 from segmentation.errors import InputError
 from segmentation.io import col, strip
 from segmentation.sources.read import (
@@ -63,7 +64,7 @@ def read_customer_table(spark: SparkSession, input_cfg: dict[str, Any]) -> DataF
 def _as_double(c, data_type: T.DataType, decimal: str = "."):
     if isinstance(data_type, T.NumericType):
         return c.cast("double")
-    return F.when(strip(c) == "", None).otherwise(decimal_point_text(strip(c), decimal).try_cast("double"))
+    return F.when(strip(c) == "", None).otherwise(try_cast(decimal_point_text(strip(c), decimal), "double"))
 
 
 def classify_customer_rows(df: DataFrame, input_cfg: dict[str, Any]) -> DataFrame:

@@ -14,6 +14,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from segmentation.compat import try_cast
 from segmentation.errors import InputError
 from segmentation.io import col, strip
 from segmentation.sources.read import seeded_sample
@@ -60,9 +61,9 @@ NATIVE = "native"
 def _number(c: Column, data_type: T.DataType) -> Column:
     """A number, or a string of digits (optionally with a fraction), as a decimal; anything else null."""
     if isinstance(data_type, T.NumericType):
-        return c.try_cast(T.DecimalType(38, 9))
+        return try_cast(c, T.DecimalType(38, 9))
     value = strip(c)
-    return F.when(value.rlike(r"^[+-]?\d+(\.\d+)?$"), value.try_cast(T.DecimalType(38, 9)))
+    return F.when(value.rlike(r"^[+-]?\d+(\.\d+)?$"), try_cast(value, T.DecimalType(38, 9)))
 
 
 def parse_timestamp(c: Column, data_type: T.DataType, timestamp_format: str) -> Column:
@@ -78,19 +79,19 @@ def parse_timestamp(c: Column, data_type: T.DataType, timestamp_format: str) -> 
             if unit <= 10**6
             else F.try_divide(number, F.lit(unit // 10**6))
         )
-        ts = F.timestamp_micros(micros.try_cast("long"))
+        ts = F.timestamp_micros(try_cast(micros, "long"))
         low, high = (F.lit(d).cast("timestamp") for d in EPOCH_WINDOW)
         return F.when((ts >= low) & (ts < high), ts)
     value = strip(c)
     if timestamp_format == ISO8601:
         # a plain cast knows every ISO form; the shape check keeps out what it accepts beyond them ("2011")
-        return F.when(value.rlike(ISO_LIKE), F.regexp_replace(value, ",", ".").try_cast("timestamp"))
+        return F.when(value.rlike(ISO_LIKE), try_cast(F.regexp_replace(value, ",", "."), "timestamp"))
     if timestamp_format == "yyyy-MM-dd HH:mm:ss":
         # values of exactly that shape are cast (the same timestamp, several times faster than the formatter)
         exact = r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$"
         strict = F.try_to_timestamp(value, F.lit(timestamp_format))
         raw = c.cast("string")
-        return F.when(raw.rlike(exact), raw.try_cast("timestamp")).otherwise(strict)
+        return F.when(raw.rlike(exact), try_cast(raw, "timestamp")).otherwise(strict)
     return F.try_to_timestamp(value, F.lit(timestamp_format))
 
 

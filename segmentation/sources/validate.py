@@ -14,6 +14,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from segmentation.compat import try_cast
 from segmentation.io import col, strip
 from segmentation.sources.read import CORRUPT_COLUMN  # noqa: F401 - WHITE_SPACE re-exported
 from segmentation.sources.timestamps import parse_timestamp, resolve_timestamp_format
@@ -48,7 +49,7 @@ def normalize_customer_id(c: Column, data_type: T.DataType | None = None) -> Col
         whole = (
             (c == F.floor(c)) & ~F.isnan(c) if not isinstance(data_type, T.DecimalType) else c == F.floor(c)
         )
-        return F.when(whole, F.floor(c).try_cast(T.DecimalType(38, 0)).cast("string")).otherwise(
+        return F.when(whole, try_cast(F.floor(c), T.DecimalType(38, 0)).cast("string")).otherwise(
             c.cast("string")
         )
     trimmed = strip(c)
@@ -105,8 +106,8 @@ def _parse_decimal(c: Column, data_type: T.DataType, target: T.DecimalType, deci
     """A number as an exact decimal; null when it does not parse. A cast from a string ignores white space
     (every character up to U+0020) around the number by itself, so the value is not stripped first."""
     if isinstance(data_type, T.StringType):
-        return decimal_point_text(c, decimal).try_cast(target)
-    return c.try_cast(target)
+        return try_cast(decimal_point_text(c, decimal), target)
+    return try_cast(c, target)
 
 
 def with_parsed_columns(

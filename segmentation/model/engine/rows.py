@@ -20,6 +20,8 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from threadpoolctl import ThreadpoolController
 
+from segmentation.compat import to_arrow
+
 log = logging.getLogger(__name__)
 
 
@@ -196,7 +198,7 @@ class LocalRows(Rows):
     round trip each on two local cores, whatever the size)."""
 
     def __init__(self, features_df: DataFrame, dim: int, block: int = 65_536):
-        table = features_df.toArrow()
+        table = to_arrow(features_df)
         self.x = _matrix(table, dim) if table.num_rows else np.empty((0, dim))
         self.xx = np.einsum("ij,ij->i", self.x, self.x)
         partitions = np.asarray(table.column(PARTITION_COLUMN).to_numpy(), dtype=np.int64)

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 import numpy as np
 from pyspark.sql import DataFrame
 
+from segmentation.compat import to_arrow
 from segmentation.model.engine.kernels import partial_distances
 from segmentation.model.engine.lloyd import Model
 from segmentation.model.engine.rows import (
@@ -253,7 +254,7 @@ def _local_sample(rows: LocalRows, frame: DataFrame, uniforms: list[str], curren
         m: 2.0 * float(costs[m].max()) * pairs[m][0] / totals[m] if totals[m] > 0 else 0.0 for m in current
     }
     below = " OR ".join(f"{u} < {_double_sql(bounds[m])}" for m, u in zip(current, uniforms))
-    table = frame.selectExpr("monotonically_increasing_id() AS _id", *uniforms).filter(below).toArrow()
+    table = to_arrow(frame.selectExpr("monotonically_increasing_id() AS _id", *uniforms).filter(below))
     ids = np.asarray(table.column("_id").to_numpy(), dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(rows.partition_rows)])
     positions = offsets[ids >> 33] + (ids & ((1 << 33) - 1))
