@@ -50,7 +50,10 @@ system-deps:
 SMOKE ?= 1
 SMOKE_VENV ?= .venv-spark35
 SMOKE_PYSPARK ?= pyspark==3.5.9
-SMOKE_TESTS ?= tests/test_lloyd.py tests/test_e2e_online_retail.py::test_reconciles_to_the_row \
+SMOKE_TESTS ?= tests/test_lloyd.py::test_from_spark_starts_every_model_is_the_full_spark_ml_fit \
+	tests/test_lloyd.py::test_starts_are_spark_ml_starts \
+	tests/test_lloyd.py::test_sweep_diagnostics_and_stability_match_spark_computations \
+	tests/test_e2e_online_retail.py::test_reconciles_to_the_row \
 	tests/test_e2e_online_retail.py::test_every_customer_matches_the_hand_computed_features \
 	tests/test_e2e_online_retail.py::test_recommendations_on_the_bundled_data \
 	tests/test_cluster.py::test_cluster_run_equals_local_run

@@ -219,6 +219,20 @@ def test_a_wrong_password_and_a_missing_table_are_one_line(spark, postgres, monk
         )
     assert str(err.value).startswith(f"input.jdbc {postgres.url} as segment: ")
     assert 'relation "public.nope" does not exist' in str(err.value)
+    # a database whose driver the session lacks (only PostgreSQL's jar is on spark.jars here)
+    with pytest.raises(InputError) as err:
+        read_input(
+            spark,
+            {
+                **DEFAULTS["input"],
+                "format": "jdbc",
+                "jdbc": _jdbc(postgres, url="jdbc:mysql://127.0.0.1:1/shop", table="t"),
+            },
+        )
+    assert str(err.value) == (
+        "no JDBC driver for mysql in the session: add mysql-connector-j-<version>.jar with input.jdbc.driver_jar "
+        "or spark-submit --jars"
+    )
 
 
 # --- publishing ---------------------------------------------------------------------------------------------

@@ -89,7 +89,7 @@ def register_tables(spark: SparkSession, database: str, publisher: SnapshotPubli
         schema = spark.read.parquet(f"{location}/snapshot_date={days[-1]}").schema
         full = [*schema.fields, T.StructField("snapshot_date", T.DateType())]
         name = f"{db}.{_quote(table)}"
-        if spark.catalog.tableExists(table, database):
+        if spark.catalog.tableExists(f"{database}.{table}"):
             current = [(f.name.lower(), f.dataType) for f in spark.table(name).schema.fields]
             if current != [(f.name.lower(), f.dataType) for f in full]:
                 log.info("catalog: %s.%s has another schema; recreating its definition", database, table)

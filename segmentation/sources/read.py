@@ -157,6 +157,10 @@ def _read_jdbc(spark: SparkSession, cfg: dict[str, Any]) -> DataFrame:
     except InputError:
         raise
     except Exception as exc:  # noqa: BLE001 - the schema query failed: driver, login, table
+        # Spark 4.1+ reports a refused connection as FAILED_JDBC.CONNECTION without the driver's reason: a
+        # connection of our own says which it was (a login refused, a missing driver)
+        if "FAILED_JDBC.CONNECTION" in str(exc) and jdbc_conn.driver_class(cfg):
+            jdbc_conn.connect(spark, cfg, "input.jdbc").close()
         raise jdbc_conn.connection_error(exc, cfg, "input.jdbc") from exc
     log.info(
         "input: %s, %d read partition(s)",
