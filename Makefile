@@ -50,8 +50,8 @@ system-deps:
 SMOKE ?= 1
 SMOKE_VENV ?= .venv-spark35
 SMOKE_PYSPARK ?= pyspark==3.5.9
-SMOKE_TESTS ?= tests/test_lloyd.py::test_from_spark_starts_every_model_is_the_full_spark_ml_fit \
-	tests/test_lloyd.py::test_starts_are_spark_ml_starts \
+SMOKE_TESTS ?= "tests/test_lloyd.py::test_from_spark_starts_every_model_is_the_full_spark_ml_fit[driver]" \
+	"tests/test_lloyd.py::test_starts_are_spark_ml_starts[driver]" \
 	tests/test_lloyd.py::test_sweep_diagnostics_and_stability_match_spark_computations \
 	tests/test_e2e_online_retail.py::test_reconciles_to_the_row \
 	tests/test_e2e_online_retail.py::test_every_customer_matches_the_hand_computed_features \
@@ -70,7 +70,7 @@ test: install system-deps
 
 smoke: $(SMOKE_VENV)/.installed
 	@echo "smoke on $$($(SMOKE_VENV)/bin/python -c 'import pyspark; print("pyspark", pyspark.__version__)')"
-	PYTHON=$(SMOKE_VENV)/bin/python $(SMOKE_VENV)/bin/python -m pytest -p no:cacheprovider -W ignore::DeprecationWarning $(SMOKE_TESTS)
+	PYTHON=$(abspath $(SMOKE_VENV))/bin/python $(SMOKE_VENV)/bin/python -m pytest -p no:cacheprovider -W ignore::DeprecationWarning $(SMOKE_TESTS)
 
 check: install
 	$(VENV)/bin/ruff check segmentation jobs tests scripts

@@ -311,6 +311,16 @@ def test_publishing_replaces_a_snapshots_rows_in_one_transaction(spark, postgres
     ).splitlines()
     assert runs == [f"{m['snapshot_date']}|{m['run_id']}" for m in manifests]
 
+    # a table from before a column was added to the contract gets the column (at its end), filled for the
+    # snapshot published now
+    postgres.psql(f"ALTER TABLE {schema}.profiles DROP COLUMN action")
+    publish_to_warehouse(spark, cfg, str(out), days[0], manifests[0]["run_id"])
+    actions = postgres.psql(
+        f"SELECT snapshot_date, count(action) FROM {schema}.profiles GROUP BY 1 ORDER BY 1"
+    ).splitlines()
+    assert actions == [f"{days[0]}|{expected['profiles'][days[0]]}", f"{days[1]}|0"]
+    publish_to_warehouse(spark, cfg, str(out), days[1], manifests[1]["run_id"])
+
     # a swap that fails on its last table rolls back the tables before it too: the previous rows stay
     postgres.psql(f"ALTER TABLE {schema}.transitions ADD COLUMN must_have integer NOT NULL DEFAULT 0")
     postgres.psql(f"ALTER TABLE {schema}.transitions ALTER COLUMN must_have DROP DEFAULT")

@@ -142,7 +142,7 @@ def publish_to_warehouse(
     finally:
         _drop_staging(sql, schema, staged)
         conn.close()
-    log.info("warehouse: %s.%s", schema, {t: n for t, n in copied.items()})
+    log.info("warehouse: %s: %s", schema, copied)
     return copied
 
 
@@ -153,9 +153,11 @@ def _swap(sql: _Sql, schema: str, staged: dict[str, str], snapshot_date: str) ->
         target, source = f"{_ident(schema)}.{_ident(table)}", f"{_ident(schema)}.{_ident(staging)}"
         columns = sql.columns(schema, staging)
         existing = dict(sql.columns(schema, table))
-        if not existing:
-            sql.run(f"CREATE TABLE {target} (LIKE {source})")
-            sql.run(f"CREATE INDEX {_ident(f'{table}_snapshot_date')} ON {target} (snapshot_date)")
+        if not existing:  # IF NOT EXISTS: a concurrent run of another snapshot may have just created it
+            sql.run(f"CREATE TABLE IF NOT EXISTS {target} (LIKE {source})")
+            sql.run(
+                f"CREATE INDEX IF NOT EXISTS {_ident(f'{table}_snapshot_date')} ON {target} (snapshot_date)"
+            )
         for name, kind in columns:
             if existing and name not in existing:
                 log.info("warehouse: %s.%s gets column %s %s", schema, table, name, kind)
