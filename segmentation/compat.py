@@ -14,9 +14,6 @@ import pyspark
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import types as T
 
-#: Releases (major, minor) the project supports: the README's compatibility table.
-SUPPORTED = ((3, 5), (4, 0), (4, 1), (4, 2), (4, 3))
-
 #: Releases on which the engine's replay of Spark ML's k-means|| start and Lloyd iterations was verified equal
 #: to Spark ML's own fits (tests/test_lloyd.py, run there). Elsewhere the sweep fits each k with Spark ML.
 ENGINE_VERIFIED = ((3, 5), (4, 0), (4, 3))
@@ -63,9 +60,5 @@ def to_arrow(df: DataFrame) -> pa.Table:
         return df.toArrow()
     from pyspark.sql.pandas.types import to_arrow_schema
 
-    batches = df._collect_as_arrow()
-    return (
-        pa.Table.from_batches(batches, schema=to_arrow_schema(df.schema))
-        if not batches
-        else pa.Table.from_batches(batches)
-    )
+    # an empty result has no batch to take the schema from
+    return pa.Table.from_batches(df._collect_as_arrow(), schema=to_arrow_schema(df.schema))

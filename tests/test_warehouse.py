@@ -63,12 +63,6 @@ def _out_jdbc(postgres, schema: str) -> dict:
 
 
 # --- configuration ------------------------------------------------------------------------------------------
-def _config(tmp_path: Path, text: str) -> dict:
-    path = tmp_path / "c.yaml"
-    path.write_text(text + "output: {path: " + str(tmp_path / "out") + "}\n")
-    return validate_config(load_config(path))
-
-
 def test_jdbc_and_table_config_errors_say_what_to_change(tmp_path, monkeypatch):
     url = "jdbc:postgresql://127.0.0.1:5432/shop"
     cases = {
