@@ -63,6 +63,7 @@ class SavedModel:
                 f"no published model for snapshot {snapshot_date} under {root} (available: {', '.join(available)})"
             )
         base = f"{root}/models/snapshot_date={snapshot_date}"
+        self.root = root
         self.snapshot_date = snapshot_date
         self.pipeline = PipelineModel.load(f"{base}/pipeline")
         self.segment_map: dict[str, Any] = json.loads(fs.read_text(f"{base}/segment_map.json"))

@@ -214,8 +214,9 @@ def _read_json(spark: SparkSession, path: str) -> DataFrame:
 BOM = "\ufeff"
 
 
-def _read_csv(spark: SparkSession, path: str, csv_cfg: dict[str, Any]) -> DataFrame:
-    options = {
+def csv_options(csv_cfg: dict[str, Any]) -> dict[str, Any]:
+    """Spark's CSV options for `input.csv`: the values exactly as written, the header's names by position."""
+    return {
         "header": True,
         "sep": csv_cfg.get("delimiter", ","),
         "encoding": csv_cfg.get("encoding", "UTF-8"),
@@ -227,21 +228,28 @@ def _read_csv(spark: SparkSession, path: str, csv_cfg: dict[str, Any]) -> DataFr
         # the header gives the names (by position), whatever a file's first line says
         "enforceSchema": True,
     }
-    header = spark.read.options(**options).csv(path).columns
-    if not header:
-        raise InputError(f"input has no header row: {path}")
+
+
+def csv_schema(header: list[str]) -> T.StructType:
+    """The all-string schema of a CSV with this header (a leading byte-order mark dropped), plus the column
+    that holds the raw line of a row that does not parse."""
     header = [header[0].removeprefix(BOM), *header[1:]]
-    schema = T.StructType(
+    return T.StructType(
         [T.StructField(name, T.StringType(), True) for name in header]
         + [T.StructField(CORRUPT_COLUMN, T.StringType(), True)]
     )
-    return (
-        spark.read.options(**options)
-        .option("mode", "PERMISSIVE")
-        .option("columnNameOfCorruptRecord", CORRUPT_COLUMN)
-        .schema(schema)
-        .csv(path)
-    )
+
+
+#: How rows that do not parse are kept: the raw line in `CORRUPT_COLUMN` (CSV and JSON readers).
+PERMISSIVE = {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": CORRUPT_COLUMN}
+
+
+def _read_csv(spark: SparkSession, path: str, csv_cfg: dict[str, Any]) -> DataFrame:
+    options = csv_options(csv_cfg)
+    header = spark.read.options(**options).csv(path).columns
+    if not header:
+        raise InputError(f"input has no header row: {path}")
+    return spark.read.options(**options, **PERMISSIVE).schema(csv_schema(header)).csv(path)
 
 
 def seeded_sample(df: DataFrame, rows: int, seed: int, total: int | None = None) -> DataFrame:

@@ -1,0 +1,72 @@
+"""The stream's source: transaction files arriving in a landing folder, read by Spark's file source, and each
+micro-batch's rows classified exactly as the batch job classifies a log.
+
+Takes the `input` config section (layout, format, cleaning) and the landing folder; hands the stream stage
+(`segmentation.stream`) a streaming DataFrame of the original columns plus `_corrupt_record`, with an explicit
+schema (the training input's: a file source infers nothing), and per micro-batch the classified rows
+(`sources.validate.classify_weighted`) with `_line_key`, the fingerprint of an accepted line that finds its
+copies in later batches.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from segmentation.errors import InputError
+from segmentation.io import HadoopFs, col
+from segmentation.sources.read import CORRUPT_COLUMN, PERMISSIVE, csv_options, read_input
+
+#: The formats a landing folder can hold (Spark's file source; a table or JDBC source is no stream).
+STREAM_FORMATS = ("csv", "parquet", "json")
+
+
+def landing_schema(spark: SparkSession, input_cfg: dict[str, Any]) -> T.StructType:
+    """The schema the landing files are read with: the training input's columns and types as the batch job
+    reads them (CSV and JSON as strings), `_corrupt_record` included."""
+    return read_input(spark, input_cfg).schema
+
+
+def read_landing(
+    spark: SparkSession,
+    input_cfg: dict[str, Any],
+    landing: str,
+    schema: T.StructType,
+    max_files_per_trigger: int | None = None,
+) -> DataFrame:
+    """New files in `landing` as a stream of rows in `schema`, oldest first (`max_files_per_trigger` per
+    micro-batch when given), with `_landed_at`. Files whose names start with `_` or `.` are skipped: write a file under such a
+    name, then rename it, so a batch never reads half a file."""
+    fmt = input_cfg["format"]
+    if fmt not in STREAM_FORMATS:
+        raise InputError(
+            f"input.format {fmt!r} cannot be streamed: the landing folder holds {', '.join(STREAM_FORMATS)} files"
+        )
+    fs = HadoopFs(spark, landing)
+    if not fs.exists(landing):
+        raise InputError(f"landing folder not found: {landing}")
+    reader = spark.readStream.option("latestFirst", "false")
+    if max_files_per_trigger:
+        reader = reader.option("maxFilesPerTrigger", str(int(max_files_per_trigger)))
+    if fmt == "csv":
+        df = reader.options(**csv_options(input_cfg.get("csv") or {}), **PERMISSIVE).schema(schema).csv(landing)
+    elif fmt == "json":
+        df = reader.options(primitivesAsString=True, **PERMISSIVE).schema(schema).json(landing)
+    else:
+        data_schema = T.StructType([f for f in schema.fields if f.name != CORRUPT_COLUMN])
+        df = reader.schema(data_schema).parquet(landing).withColumn(CORRUPT_COLUMN, F.lit(None).cast("string"))
+    return df.withColumn(LANDED_COLUMN, F.col("_metadata.file_modification_time"))
+
+
+#: When a row's file landed (its modification time): the stream's latency is counted from it.
+LANDED_COLUMN = "_landed_at"
+
+
+def with_line_key(df: DataFrame, original_cols: list[str]) -> DataFrame:
+    """Add `_line_key`: a 128-bit fingerprint (MD5) of the row's original values, nulls told from empty text,
+    the same for a line in the training input and in a landing file of the same layout."""
+    values = F.to_json(F.struct(*[col(c).alias(c) for c in original_cols]), {"ignoreNullFields": "false"})
+    return df.withColumn("_line_key", F.unhex(F.md5(values)))

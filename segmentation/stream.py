@@ -1,0 +1,522 @@
+"""The stream: new transaction files move customers between segments within seconds, scored by a published model.
+
+`run_stream` takes a SparkSession, a validated config (the input layout and cleaning rules the model was trained
+with) and a published model, and keeps a per-customer state under the output folder (`publish.stream_store`)
+that, after the stream has read files A..N, equals the batch job's features on the model's training lines plus
+A..N, customer for customer. The stream and the batch share the code: each micro-batch is classified by
+`sources.validate.classify_weighted` (copies of a line found across batches too, by its fingerprint), summed by
+`features.rfm.order_rows`, and the customers it touches get their features from all their order rows with
+`features.rfm.customer_features_from_orders`, then the model's segment (`score.SavedModel.assign`).
+
+Recency and tenure are counted to the state's date: the day after the latest accepted line, or later with
+`as_of` (and with `daily_tick`, today in `input.time_zone`). When that date moves, every customer is re-scored
+from the order rows (a clock tick), so a customer who buys nothing drifts towards "At risk" without a new line.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from segmentation.errors import InputError, OutputError
+from segmentation.features.rfm import customer_features_from_orders, order_rows, with_line_kind
+from segmentation.io import local_dataframe
+from segmentation.publish.snapshot import absolute_output_path, new_run_id
+from segmentation.publish.stream_store import Commit, StreamStore
+from segmentation.publish.tables import SEGMENT_COLUMNS
+from segmentation.score import SavedModel
+from segmentation.sources.read import original_columns, read_input
+from segmentation.sources.stream import LANDED_COLUMN, landing_schema, read_landing, with_line_key
+from segmentation.sources.timestamps import resolve_timestamp_format
+from segmentation.sources.validate import (
+    REJECT_REASONS,
+    classify_weighted,
+    each_line,
+    rejects_table,
+    with_after_snapshot_reason,
+)
+
+log = logging.getLogger(__name__)
+
+#: `customer_state`: the `segments` layout, then the date its recency is counted to and the version that wrote it.
+STATE_COLUMNS = (*SEGMENT_COLUMNS, "as_of_date", "version")
+
+#: Every column of `stream_progress`, one row per state version.
+PROGRESS_SCHEMA = T.StructType(
+    [
+        T.StructField("version", T.LongType()),
+        T.StructField("kind", T.StringType()),
+        T.StructField("batch_id", T.LongType()),
+        T.StructField("stream_run_id", T.StringType()),
+        T.StructField("as_of_date", T.DateType()),
+        T.StructField("started_at", T.TimestampType()),
+        T.StructField("committed_at", T.TimestampType()),
+        T.StructField("input_rows", T.LongType()),
+        T.StructField("accepted_rows", T.LongType()),
+        T.StructField("rejected_rows", T.LongType()),
+        *[T.StructField(f"rejected_{reason}", T.LongType()) for reason in REJECT_REASONS],
+        T.StructField("customers_updated", T.LongType()),
+        T.StructField("segment_changes", T.LongType()),
+        T.StructField("duration_s", T.DoubleType()),
+        T.StructField("latency_s", T.DoubleType()),
+    ]
+)
+
+
+@dataclass
+class StreamContext:
+    """What every version of one stream is computed with."""
+
+    spark: SparkSession
+    cfg: dict[str, Any]
+    input_cfg: dict[str, Any]
+    originals: list[str]
+    model: SavedModel
+    store: StreamStore
+    run_id: str
+    as_of: str | None = None
+    daily_tick: bool = False
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    failure: BaseException | None = None
+
+    @property
+    def drop_duplicates(self) -> bool:
+        return bool(self.cfg["cleaning"]["drop_duplicates"])
+
+    def floor_date(self) -> dt.date | None:
+        """The earliest date the state may be counted to: `as_of`, and today with the daily tick."""
+        dates = [dt.date.fromisoformat(self.as_of)] if self.as_of else []
+        if self.daily_tick:
+            dates.append(dt.datetime.now(ZoneInfo(self.input_cfg["time_zone"])).date())
+        return max(dates) if dates else None
+
+
+def _accepted() -> F.Column:
+    return F.col("reject_reason").isNull()
+
+
+def _classified_lines(ctx: StreamContext, raw_df: DataFrame) -> DataFrame:
+    """The batch's rows classified as the batch job does, each accepted line with its fingerprint."""
+    weighted = classify_weighted(raw_df, ctx.input_cfg, ctx.drop_duplicates, ctx.originals)
+    if not ctx.drop_duplicates:
+        return weighted.withColumn("_line_key", F.lit(None).cast("binary"))
+    return weighted.transform(with_line_key, original_cols=ctx.originals).withColumn(
+        "_line_key", F.when(_accepted(), F.col("_line_key"))
+    )
+
+
+def _line_kind(ctx: StreamContext, lines_df: DataFrame) -> DataFrame:
+    return lines_df.transform(
+        with_line_kind,
+        return_prefix=ctx.input_cfg.get("return_order_prefix"),
+        has_order_id=bool(ctx.input_cfg["columns"].get("order_id")),
+    )
+
+
+def _state_rows(df: DataFrame, as_of: dt.date, version: int) -> DataFrame:
+    return df.select(
+        *SEGMENT_COLUMNS,
+        F.lit(as_of.isoformat()).cast("date").alias("as_of_date"),
+        F.lit(version).cast("long").alias("version"),
+    )
+
+
+def bootstrap(ctx: StreamContext) -> Commit:
+    """Version 0: the model's training lines (the config's input, cut at the model's snapshot date) as order
+    rows and line fingerprints, and the model snapshot's `segments` table as the customer state."""
+    spark, model, store = ctx.spark, ctx.model, ctx.store
+    snapshot = model.snapshot_date
+    log.info("stream: seeding the state from the training input %s (snapshot %s)", ctx.input_cfg["path"], snapshot)
+    store.recover(0)
+    raw_df = read_input(spark, ctx.input_cfg)
+    classified = (
+        _classified_lines(ctx, raw_df)
+        .transform(with_after_snapshot_reason, snapshot_date=snapshot)
+        .filter(F.col("reject_reason").isNull() | (F.col("reject_reason") == "after_snapshot"))
+    )
+    lines = (
+        _line_kind(ctx, classified)
+        .select("reject_reason", "_lines", "_customer_id", *ORDER_KEYS, "_value", "_line_key")
+        .persist()
+    )
+    try:
+        counts = {
+            r["reject_reason"]: int(r["n"])
+            for r in lines.groupBy("reject_reason").agg(F.sum("_lines").alias("n")).collect()
+        }
+        accepted, later = counts.get(None, 0), counts.get("after_snapshot", 0)
+        trained = int(model.manifest["accepted_rows"])
+        if accepted != trained:
+            raise InputError(
+                f"the training input {ctx.input_cfg['path']} has {accepted:,} accepted lines before "
+                f"{snapshot}, the model of {snapshot} was trained on {trained:,}: give the config the model was "
+                "trained with (--config), on the input as it was"
+            )
+        if later:
+            log.warning(
+                "stream: %d lines of the training input are dated on or after %s, after the model's snapshot: "
+                "they are not in the state until they arrive in the landing folder",
+                later,
+                snapshot,
+            )
+        accepted_lines = lines.filter(_accepted())
+        store.write_state("orders", 0, order_rows(accepted_lines))
+        _write_line_keys(ctx, 0, accepted_lines)
+    finally:
+        lines.unpersist()
+    segments = spark.read.parquet(f"{absolute_output_path(model.root)}/segments/snapshot_date={snapshot}")
+    store.stage_customer_state(0, _state_rows(segments, dt.date.fromisoformat(snapshot), 0))
+    commit = Commit(0, "seed", -1, snapshot, _now().isoformat(timespec="seconds"))
+    _stage_progress(ctx, commit, _empty_counts(), started=time.time(), updated=None, changes=None)
+    store.publish(commit)
+    log.info("stream: version 0 (seed): %d training lines, state as of %s", accepted, snapshot)
+    return commit
+
+
+#: The columns `features.rfm.order_rows` sums the lines by (`with_line_kind` adds them).
+ORDER_KEYS = ("_order_key", "_date", "_is_return")
+
+
+def _write_line_keys(ctx: StreamContext, version: int, lines: DataFrame) -> None:
+    """The fingerprints of the version's accepted lines, by date (a copy of a line has its date)."""
+    if ctx.drop_duplicates:
+        ctx.store.write_state(
+            "lines", version, lines.select("_line_key", F.col("_date").alias("date")), partition_by="date"
+        )
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+
+
+def _empty_counts() -> dict[str, Any]:
+    return {"input_rows": 0, "accepted_rows": 0, "rejected": {}, "latest": None, "earliest_file": None}
+
+
+def _batch_counts(classified: DataFrame) -> dict[str, Any]:
+    rows = classified.groupBy("reject_reason").agg(
+        F.sum("_lines").alias("n"), F.to_date(F.max("_ts")).alias("latest")
+    ).collect()
+    rejected = {r["reject_reason"]: int(r["n"]) for r in rows if r["reject_reason"] is not None}
+    accepted = next((r for r in rows if r["reject_reason"] is None), None)
+    return {
+        "input_rows": sum(int(r["n"]) for r in rows),
+        "accepted_rows": int(accepted["n"]) if accepted else 0,
+        "rejected": rejected,
+        "latest": accepted["latest"] if accepted else None,
+    }
+
+
+def apply_version(
+    ctx: StreamContext, previous: Commit, raw_df: DataFrame | None, batch_id: int | None
+) -> Commit:
+    """One state version from `previous`: the micro-batch `raw_df` (Spark's `batch_id`), or with neither a
+    clock tick to `ctx.floor_date()`. Everything is written under the new version and published last."""
+    store, model = ctx.store, ctx.model
+    version = previous.version + 1
+    started = time.time()
+    store.recover(version)
+    persisted: list[DataFrame] = []
+    try:
+        counts = _empty_counts()
+        touched = None
+        event_times = None
+        if raw_df is not None:
+            classified = _classified_lines(ctx, raw_df)
+            dates = [r["d"] for r in classified.filter(_accepted()).select(F.to_date("_ts").alias("d")).distinct().collect()]
+            if ctx.drop_duplicates and dates:
+                # a line some earlier version accepted: a duplicate here (its copies share the line's date)
+                seen = (
+                    store.state_table("lines", previous.version)
+                    .filter(F.col("date").isin(dates))
+                    .select("_line_key", F.lit(True).alias("_seen"))
+                )
+                classified = classified.join(seen, "_line_key", "left").withColumn(
+                    "reject_reason",
+                    F.when(_accepted() & F.col("_seen"), F.lit("duplicate")).otherwise(F.col("reject_reason")),
+                )
+            classified = classified.persist()
+            persisted.append(classified)
+            counts = {**_batch_counts(classified), "earliest_file": _earliest_file(raw_df)}
+            lines = _line_kind(ctx, classified.filter(_accepted()))
+            store.write_state("orders", version, order_rows(lines))
+            _write_line_keys(ctx, version, lines)
+            store.stage(
+                version,
+                "rejects",
+                rejects_table(each_line(classified), ctx.originals).select(
+                    "*", F.lit(batch_id).cast("long").alias("batch_id")
+                ),
+            )
+            event_times = lines.groupBy(F.col("_customer_id").alias("customer_id")).agg(
+                F.max("_ts").alias("event_time")
+            )
+            touched = event_times.select("customer_id")
+        as_of = max(
+            d
+            for d in (
+                dt.date.fromisoformat(previous.as_of_date),
+                counts["latest"] + dt.timedelta(days=1) if counts["latest"] else None,
+                ctx.floor_date(),
+            )
+            if d is not None
+        )
+        moved = as_of > dt.date.fromisoformat(previous.as_of_date)
+        if touched is None and not moved:
+            return previous
+        orders = store.state_table("orders", version)
+        if not moved:  # the same date: only the customers this batch touched change
+            orders = orders.join(touched, "customer_id", "left_semi")
+        features = customer_features_from_orders(orders, as_of, ctx.cfg["cleaning"]["returns"])
+        scored = _state_rows(model.assign(features), as_of, version).persist()
+        persisted.append(scored)
+        before = store.customer_state()
+        changes = _segment_changes(ctx, scored, before, event_times, as_of, version, batch_id)
+        store.stage(version, "segment_updates", changes)
+        store.stage_customer_state(
+            version, before.join(scored.select("customer_id"), "customer_id", "left_anti").unionByName(scored)
+        )
+        kind = "batch" if raw_df is not None else "tick"
+        commit = Commit(
+            version,
+            kind,
+            batch_id if batch_id is not None else previous.last_batch_id,
+            as_of.isoformat(),
+            _now().isoformat(timespec="seconds"),
+        )
+        updated = scored.count()
+        n_changes = store.staged_rows(version, "segment_updates")
+        _stage_progress(ctx, commit, counts, started, updated, n_changes, batch_id)
+        store.publish(commit)
+        log.info(
+            "stream: version %d (%s%s): %d lines, %d accepted, rejects %s; %d customers updated, %d segment "
+            "changes; as of %s; %.1f s",
+            version,
+            kind,
+            f" {batch_id}" if batch_id is not None else "",
+            counts["input_rows"],
+            counts["accepted_rows"],
+            counts["rejected"],
+            updated,
+            n_changes,
+            as_of,
+            time.time() - started,
+        )
+        return commit
+    finally:
+        for df in persisted:
+            df.unpersist()
+
+
+def _earliest_file(raw_df: DataFrame) -> dt.datetime | None:
+    """When the batch's oldest file landed (its modification time), for the latency."""
+    return raw_df.select(F.min(LANDED_COLUMN).alias("t")).first()["t"]
+
+
+def _segment_changes(
+    ctx: StreamContext,
+    scored: DataFrame,
+    before: DataFrame,
+    event_times: DataFrame | None,
+    as_of: dt.date,
+    version: int,
+    batch_id: int | None,
+) -> DataFrame:
+    """One row per re-scored customer whose segment is not the one before (a new customer's before is null)."""
+    previous = before.select(
+        "customer_id",
+        F.col("segment_id").alias("previous_segment_id"),
+        F.col("segment_name").alias("previous_segment_name"),
+    )
+    changed = scored.join(previous, "customer_id", "left").filter(
+        ~F.col("segment_id").eqNullSafe(F.col("previous_segment_id"))
+    )
+    tick_time = F.lit(as_of.isoformat()).cast("timestamp")
+    if event_times is not None:
+        changed = changed.join(event_times, "customer_id", "left")
+        event_time = F.coalesce(F.col("event_time"), tick_time)
+    else:
+        event_time = tick_time
+    return changed.select(
+        "customer_id",
+        "previous_segment_id",
+        "previous_segment_name",
+        "segment_id",
+        "segment_name",
+        event_time.alias("event_time"),
+        "as_of_date",
+        F.lit(batch_id).cast("long").alias("batch_id"),
+        F.lit(version).cast("long").alias("version"),
+        F.lit(ctx.model.run_id).alias("run_id"),
+        F.lit(ctx.run_id).alias("stream_run_id"),
+    )
+
+
+def _stage_progress(
+    ctx: StreamContext,
+    commit: Commit,
+    counts: dict[str, Any],
+    started: float,
+    updated: int | None,
+    changes: int | None,
+    batch_id: int | None = None,
+) -> None:
+    committed = _now()
+    earliest = counts.get("earliest_file")
+    rejected = counts["rejected"]
+    row = (
+        commit.version,
+        commit.kind,
+        batch_id,
+        ctx.run_id,
+        dt.date.fromisoformat(commit.as_of_date),
+        dt.datetime.fromtimestamp(started, dt.timezone.utc).replace(tzinfo=None),
+        committed,
+        counts["input_rows"],
+        counts["accepted_rows"],
+        sum(rejected.values()),
+        *[rejected.get(reason, 0) for reason in REJECT_REASONS],
+        updated,
+        changes,
+        round(time.time() - started, 3),
+        round((committed - earliest).total_seconds(), 3) if earliest else None,
+    )
+    if counts["input_rows"] != counts["accepted_rows"] + sum(rejected.values()):
+        raise RuntimeError("reconciliation failed: input rows != accepted + rejected")
+    ctx.store.stage(commit.version, "stream_progress", local_dataframe(ctx.spark, [row], PROGRESS_SCHEMA))
+
+
+def stream_input(spark: SparkSession, cfg: dict[str, Any], model: SavedModel) -> tuple[dict[str, Any], list[str]]:
+    """The config's input with the model's timestamp format when the config leaves it to detection, and the
+    training input's original columns."""
+    inp = {**cfg["input"], "columns": {**cfg["input"]["columns"], "product_id": None, "product_name": None}}
+    if inp["format"] not in ("csv", "parquet", "json"):
+        raise InputError(
+            f"the stream is seeded from a file input (input.path): input.format {inp['format']!r} is not one"
+        )
+    raw_df = read_input(spark, inp)
+    trained = model.manifest.get("timestamp_format")
+    if inp.get("timestamp_format", "auto") == "auto" and trained:
+        inp["timestamp_format"] = trained
+    inp, _ = resolve_timestamp_format(raw_df, inp, int(cfg["model"]["seed"]))
+    return inp, original_columns(raw_df)
+
+
+def run_stream(
+    spark: SparkSession,
+    cfg: dict[str, Any],
+    model_root: str,
+    landing: str,
+    output: str,
+    checkpoint: str,
+    model_snapshot: str | None = None,
+    trigger_seconds: float | None = None,
+    available_now: bool = False,
+    max_files_per_trigger: int | None = None,
+    as_of: str | None = None,
+    daily_tick: bool = False,
+    stop: threading.Event | None = None,
+    on_commit: Callable[[Commit], None] | None = None,
+) -> dict[str, Any]:
+    """Run the stream until it has read every file (`available_now`) or until `stop` is set (SIGTERM sets it:
+    the running batch is finished first); returns a summary of what this run committed."""
+    spark.conf.set("spark.sql.session.timeZone", cfg["input"]["time_zone"])
+    model = SavedModel(spark, model_root, model_snapshot)
+    store = StreamStore(spark, output)
+    if store.root == absolute_output_path(model_root):
+        raise OutputError("stream into another output path than the model's: the stream's tables are no snapshot")
+    inp, originals = stream_input(spark, cfg, model)
+    ctx = StreamContext(spark, cfg, inp, originals, model, store, new_run_id(), as_of, daily_tick)
+    store.check_model(
+        {"model_path": absolute_output_path(model_root), "model_snapshot_date": model.snapshot_date, "run_id": model.run_id}
+    )
+    first = store.last_commit() or bootstrap(ctx)
+    store.clean_committed(first.version)
+    state = {"commit": first, "versions": 0}
+
+    def advance(raw_df: DataFrame | None, batch_id: int | None) -> None:
+        with ctx.lock:
+            commit = state["commit"]
+            if batch_id is not None and batch_id <= commit.last_batch_id:
+                log.info("stream: micro-batch %d is in version %d already: replay skipped", batch_id, commit.version)
+                return
+            new = apply_version(ctx, commit, raw_df, batch_id)
+            if new is not commit:
+                state["commit"], state["versions"] = new, state["versions"] + 1
+                if on_commit:
+                    on_commit(new)
+
+    def on_batch(batch_df: DataFrame, batch_id: int) -> None:
+        try:
+            advance(batch_df, int(batch_id))
+        except BaseException as exc:
+            ctx.failure = exc
+            raise
+
+    advance(None, None)  # the clock first: a later --as-of re-scores before any new line
+    writer = (
+        read_landing(spark, inp, landing, landing_schema(spark, inp), max_files_per_trigger)
+        .writeStream.foreachBatch(on_batch)
+        .option("checkpointLocation", checkpoint)
+        .queryName("stream-segments")
+    )
+    writer = (
+        writer.trigger(availableNow=True)
+        if available_now
+        else writer.trigger(processingTime=f"{trigger_seconds or 1} seconds")
+    )
+    stop = stop or threading.Event()
+    store.check_checkpoint(checkpoint)
+    query = writer.start()
+    store.record_query_id(str(query.id))
+    try:
+        while query.isActive:
+            if stop.is_set():
+                while query.status["isTriggerActive"]:
+                    time.sleep(0.1)
+                query.stop()
+                break
+            if ctx.daily_tick and not query.status["isTriggerActive"]:
+                advance(None, None)
+            query.awaitTermination(min(1.0, trigger_seconds or 1.0))
+        query.awaitTermination()
+    except Exception:
+        if ctx.failure is not None:
+            raise ctx.failure from None
+        raise
+    last = state["commit"]
+    return {
+        "output_path": store.root,
+        "model_snapshot_date": model.snapshot_date,
+        "run_id": model.run_id,
+        "stream_run_id": ctx.run_id,
+        "versions": state["versions"],
+        "version": last.version,
+        "as_of_date": last.as_of_date,
+        "last_batch_id": last.last_batch_id,
+    }
+
+
+def stop_on_sigterm() -> threading.Event:
+    """An event SIGTERM (and Ctrl-C) sets, for `run_stream`'s `stop`: the running batch is finished, then the
+    stream stops and the job exits 0."""
+    event = threading.Event()
+
+    def handler(signum, frame):  # noqa: ARG001 - the signal module's signature
+        log.info("stream: %s received: stopping after the running batch", signal.Signals(signum).name)
+        event.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+    return event

@@ -1,0 +1,250 @@
+"""stream-segments: the bundled data split by day and streamed in order gives the batch job's features and
+score-customers' segments, customer for customer; replays, copies, crashes and the clock change nothing twice."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import duckdb
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+from pyspark.sql import functions as F
+
+from segmentation.config import apply_overrides, load_config, validate_config
+from segmentation.errors import InputError
+from segmentation.pipeline import run_segmentation
+from segmentation.publish.tables import SEGMENT_COLUMNS
+from segmentation.score import score_customers
+from segmentation.sources.validate import REJECT_REASONS
+from segmentation.stream import run_stream
+
+from . import synthetic
+
+REPO = Path(__file__).resolve().parents[1]
+BUNDLED = REPO / "segmentation" / "data" / "online_retail"
+#: The model is trained on the months before, the stream reads these day by day.
+STREAMED_MONTHS = ("part-2011-11.parquet", "part-2011-12.parquet")
+
+
+def bundled_config(input_path: str, output: Path, **overrides):
+    cfg = load_config(str(REPO / "conf" / "online_retail.yaml"))
+    cfg["output"]["report"] = False
+    cfg["recommend"]["enabled"] = False
+    cfg["catalog"]["mode"] = "off"
+    cfg["model"]["stability_fits"] = 0
+    return validate_config(apply_overrides(cfg, input=input_path, output=str(output), **overrides))
+
+
+def state_rows(spark, path: str):
+    return spark.read.parquet(path).select(*SEGMENT_COLUMNS)
+
+
+def assert_same_rows(spark, a, b) -> None:
+    assert a.count() == b.count()
+    assert a.exceptAll(b).count() == 0
+    assert b.exceptAll(a).count() == 0
+
+
+def version_table(root: Path, table: str) -> list[dict]:
+    return duckdb.sql(
+        f"select * from read_parquet('{root}/{table}/*/*.parquet', hive_partitioning=true) order by version"
+    ).df().to_dict("records")
+
+
+@pytest.fixture(scope="module")
+def bundled_stream(spark, tmp_path_factory):
+    """A model trained on Dec 2010 - Oct 2011 of the bundled data (k = 5), then Nov - Dec 2011 as one Parquet
+    file per day in the landing folder, streamed six files per micro-batch."""
+    tmp = tmp_path_factory.mktemp("stream")
+    train, landing = tmp / "train", tmp / "landing"
+    train.mkdir()
+    landing.mkdir()
+    for f in sorted(BUNDLED.glob("part-*.parquet")):
+        if f.name not in STREAMED_MONTHS:
+            shutil.copy(f, train / f.name)
+    days = []
+    for name in STREAMED_MONTHS:
+        table = pq.read_table(BUNDLED / name)
+        day = pc.utf8_slice_codeunits(table["InvoiceDate"], 0, 10)
+        for d in sorted(set(day.to_pylist())):
+            pq.write_table(table.filter(pc.equal(day, d)), landing / f"{d}.parquet")
+            days.append(d)
+    cfg = bundled_config(str(train), tmp / "model", k=5)
+    manifest = run_segmentation(spark, cfg)
+    summary = run_stream(
+        spark, cfg, str(tmp / "model"), str(landing), str(tmp / "live"), str(tmp / "ckpt"),
+        available_now=True, max_files_per_trigger=6,
+    )
+    return tmp, cfg, manifest, summary, days
+
+
+def test_state_equals_the_batch_features_and_score_customers_segments(spark, bundled_stream):
+    tmp, cfg, manifest, summary, days = bundled_stream
+    assert manifest["snapshot_date"] == "2011-11-01"
+    assert summary["as_of_date"] == "2011-12-10"  # the day after the last streamed line, as the batch job
+    assert summary["versions"] == 6 and summary["last_batch_id"] == 5  # 34 day files, 6 per micro-batch
+    scored = score_customers(
+        spark,
+        bundled_config(f"{tmp}/{{train,landing}}/*.parquet", tmp.parent / f"{tmp.name}-scored",
+                       snapshot_date=summary["as_of_date"]),
+        str(tmp / "model"),
+    )
+    batch = state_rows(spark, f"{scored['output_path']}/segments/snapshot_date=2011-12-10")
+    state = state_rows(spark, f"{tmp}/live/customer_state")
+    # every feature, score and segment of every customer: exactly the scoring job's on the same lines
+    assert_same_rows(spark, state, batch)
+    assert state.count() == scored["customers"] > manifest["customers"]  # new customers joined
+    rows = duckdb.sql(f"select distinct as_of_date, version from read_parquet('{tmp}/live/customer_state/*.parquet')").fetchall()
+    assert [(str(d), v) for d, v in rows] == [("2011-12-10", 6)]  # the date moved every batch: all re-scored
+
+
+def test_every_streamed_line_is_accepted_or_rejected_with_its_reason(spark, bundled_stream):
+    tmp, _, manifest, _, days = bundled_stream
+    progress = version_table(tmp / "live", "stream_progress")
+    assert [p["kind"] for p in progress] == ["seed"] + ["batch"] * 6
+    lines = sum(pq.read_metadata(tmp / "landing" / f"{d}.parquet").num_rows for d in days)
+    streamed = sum(pq.read_metadata(BUNDLED / name).num_rows for name in STREAMED_MONTHS)
+    batches = progress[1:]
+    assert sum(p["input_rows"] for p in batches) == lines == streamed
+    for p in batches:
+        assert p["input_rows"] == p["accepted_rows"] + p["rejected_rows"]
+        assert p["rejected_rows"] == sum(p[f"rejected_{r}"] for r in REJECT_REASONS)
+    rejects = spark.read.parquet(str(tmp / "live" / "rejects"))
+    by_reason = {r["reject_reason"]: r["count"] for r in rejects.groupBy("reject_reason").count().collect()}
+    totals = {r: sum(p[f"rejected_{r}"] for p in batches) for r in REJECT_REASONS}
+    assert by_reason == {r: n for r, n in totals.items() if n}
+    # the training run's rejects plus the stream's are the whole log's: a copy of a line in an earlier file
+    # (or in the training months) is a duplicate here, as in one batch run over everything
+    whole = bundled_config(str(BUNDLED / "part-*.parquet"), tmp / "unused")
+    from segmentation.sources.read import original_columns, read_transactions
+    from segmentation.sources.validate import classify_rows
+
+    raw, inp = read_transactions(spark, whole["input"])
+    classified = classify_rows(raw, inp, True, original_columns(raw))
+    everything = {r["reject_reason"]: r["count"] for r in classified.groupBy("reject_reason").count().collect()}
+    for reason in ("duplicate", "missing_customer_id", "non_positive_price"):
+        assert everything[reason] == manifest["rejected_rows"].get(reason, 0) + by_reason.get(reason, 0)
+    assert everything[None] == manifest["accepted_rows"] + sum(p["accepted_rows"] for p in batches)
+
+
+def test_segment_updates_chain_each_customer_from_the_model_to_the_state(bundled_stream):
+    tmp, _, manifest, _, _ = bundled_stream
+    seed = dict(duckdb.sql(
+        f"select customer_id, segment_id from read_parquet('{tmp}/model/segments/*/*.parquet')"
+    ).fetchall())
+    final = dict(duckdb.sql(
+        f"select customer_id, segment_id from read_parquet('{tmp}/live/customer_state/*.parquet')"
+    ).fetchall())
+    updates = version_table(tmp / "live", "segment_updates")
+    current = {c: norm(s) for c, s in seed.items()}
+    seen = set()
+    for u in updates:  # in version order: each row starts where the customer's last one ended
+        assert (u["customer_id"], u["version"]) not in seen  # one row per customer and version
+        seen.add((u["customer_id"], u["version"]))
+        assert norm(u["previous_segment_id"]) == current.get(u["customer_id"])
+        assert norm(u["segment_id"]) != norm(u["previous_segment_id"])
+        assert u["run_id"] == manifest["run_id"]
+        current[u["customer_id"]] = norm(u["segment_id"])
+    assert current == {c: norm(s) for c, s in final.items()}
+    moved = {c for c, s in final.items() if norm(s) != norm(seed.get(c))}
+    assert len(moved) > 100
+    assert moved <= {u["customer_id"] for u in updates}
+
+
+def norm(value):
+    """A missing segment id as None (pandas reads a null int as NaN)."""
+    return None if value is None or value != value else int(value)
+
+
+def copy_stream(tmp: Path, name: str) -> Path:
+    target = tmp.parent / f"{tmp.name}-{name}"
+    for part in ("live", "ckpt"):
+        shutil.copytree(tmp / part, target / part)
+    return target
+
+
+def test_a_replayed_batch_and_a_file_delivered_twice_change_nothing(spark, bundled_stream, caplog):
+    tmp, cfg, _, summary, days = bundled_stream
+    copy = copy_stream(tmp, "replay")
+    # Spark's own commit of the last micro-batch lost (a crash after the state was committed): Spark replays
+    # batch 5 on restart
+    for name in ("5", ".5.crc"):
+        (copy / "ckpt" / "commits" / name).unlink(missing_ok=True)
+    before = state_rows(spark, f"{copy}/live/customer_state").persist()
+    before.count()
+    with caplog.at_level("INFO", logger="segmentation.stream"):
+        result = run_stream(
+            spark, cfg, str(tmp / "model"), str(tmp / "landing"), str(copy / "live"), str(copy / "ckpt"),
+            available_now=True,
+        )
+    assert "micro-batch 5 is in version 6 already: replay skipped" in caplog.text
+    assert result["version"] == 6 and result["versions"] == 0
+    assert_same_rows(spark, state_rows(spark, f"{copy}/live/customer_state"), before)
+
+    # a file that came before arrives again under a new name: every line a duplicate (or the reject it was)
+    shutil.copy(tmp / "landing" / f"{days[3]}.parquet", tmp / "landing" / f"{days[3]}-again.parquet")
+    try:
+        result = run_stream(
+            spark, cfg, str(tmp / "model"), str(tmp / "landing"), str(copy / "live"), str(copy / "ckpt"),
+            available_now=True,
+        )
+    finally:
+        (tmp / "landing" / f"{days[3]}-again.parquet").unlink()
+    progress = version_table(copy / "live", "stream_progress")[-1]
+    original = pq.read_metadata(tmp / "landing" / f"{days[3]}.parquet").num_rows
+    assert result["version"] == 7 and progress["kind"] == "batch"
+    assert progress["input_rows"] == original and progress["accepted_rows"] == 0
+    assert progress["customers_updated"] == 0 and progress["segment_changes"] == 0
+    assert progress["rejected_duplicate"] > 0
+    assert_same_rows(spark, state_rows(spark, f"{copy}/live/customer_state"), before)
+    before.unpersist()
+
+
+def test_the_clock_moves_customers_without_a_new_line(spark, bundled_stream):
+    tmp, cfg, _, _, _ = bundled_stream
+    copy = copy_stream(tmp, "clock")
+    result = run_stream(  # every file read already: no micro-batch, only the tick
+        spark, cfg, str(tmp / "model"), str(tmp / "landing"), str(copy / "live"), str(copy / "ckpt"),
+        available_now=True, as_of="2012-03-01",
+    )
+    assert result["as_of_date"] == "2012-03-01" and result["versions"] == 1
+    tick = version_table(copy / "live", "stream_progress")[-1]
+    assert (tick["kind"], tick["input_rows"], norm(tick["batch_id"])) == ("tick", 0, None)
+    scored = score_customers(
+        spark,
+        bundled_config(f"{tmp}/{{train,landing}}/*.parquet", tmp.parent / f"{tmp.name}-scored-later",
+                       snapshot_date="2012-03-01"),
+        str(tmp / "model"),
+    )
+    assert_same_rows(
+        spark,
+        state_rows(spark, f"{copy}/live/customer_state"),
+        state_rows(spark, f"{scored['output_path']}/segments/snapshot_date=2012-03-01"),
+    )
+    moved = duckdb.sql(
+        f"select count(*), count(distinct customer_id), min(event_time), max(event_time) "
+        f"from read_parquet('{copy}/live/segment_updates/version=7/*.parquet')"
+    ).fetchall()[0]
+    assert moved[0] == moved[1] == tick["segment_changes"] > 0
+    assert str(moved[2]) == str(moved[3]) == "2012-03-01 00:00:00"  # moved by the clock, not by a line
+
+
+def test_a_model_snapshot_that_does_not_exist_is_one_clear_line(spark, bundled_stream):
+    tmp, cfg, _, _, _ = bundled_stream
+    with pytest.raises(InputError) as err:
+        run_stream(
+            spark, cfg, str(tmp / "model"), str(tmp / "landing"), str(tmp / "elsewhere"), str(tmp / "ck2"),
+            model_snapshot="2011-06-01", available_now=True,
+        )
+    assert str(err.value) == (
+        f"no published model for snapshot 2011-06-01 under {tmp / 'model'} (available: 2011-11-01)"
+    )
+    assert not (tmp / "elsewhere").exists()
