@@ -32,7 +32,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         prog="stream-segments",
         description="Keep every customer's features and segment current as transaction files arrive.",
     )
-    parser.add_argument("--model-path", required=True, help="output root of the training runs (holds models/)")
+    parser.add_argument(
+        "--model-path", required=True, help="output root of the training runs (holds models/)"
+    )
     parser.add_argument("--model-snapshot", type=date_arg, help="snapshot of the model (default: the latest)")
     parser.add_argument("--landing", required=True, help="folder new transaction files arrive in")
     parser.add_argument("--output", required=True, help="output root of the stream's tables")

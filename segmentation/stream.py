@@ -37,7 +37,7 @@ from segmentation.publish.stream_store import Commit, StreamStore
 from segmentation.publish.tables import SEGMENT_COLUMNS
 from segmentation.score import SavedModel
 from segmentation.sources.read import original_columns, read_input
-from segmentation.sources.stream import LANDED_COLUMN, landing_schema, read_landing, with_line_key
+from segmentation.sources.stream import LANDED_COLUMN, LINE_KEY, landing_schema, read_landing, with_line_key
 from segmentation.sources.timestamps import resolve_timestamp_format
 from segmentation.sources.validate import (
     REJECT_REASONS,
@@ -110,9 +110,9 @@ def _classified_lines(ctx: StreamContext, raw_df: DataFrame) -> DataFrame:
     """The batch's rows classified as the batch job does, each accepted line with its fingerprint."""
     weighted = classify_weighted(raw_df, ctx.input_cfg, ctx.drop_duplicates, ctx.originals)
     if not ctx.drop_duplicates:
-        return weighted.withColumn("_line_key", F.lit(None).cast("binary"))
-    return weighted.transform(with_line_key, original_cols=ctx.originals).withColumn(
-        "_line_key", F.when(_accepted(), F.col("_line_key"))
+        return weighted.withColumns({k: F.lit(None).cast("long") for k in LINE_KEY})
+    return weighted.transform(with_line_key, original_cols=ctx.originals).withColumns(
+        {k: F.when(_accepted(), F.col(k)) for k in LINE_KEY}
     )
 
 
@@ -137,7 +137,9 @@ def bootstrap(ctx: StreamContext) -> Commit:
     rows and line fingerprints, and the model snapshot's `segments` table as the customer state."""
     spark, model, store = ctx.spark, ctx.model, ctx.store
     snapshot = model.snapshot_date
-    log.info("stream: seeding the state from the training input %s (snapshot %s)", ctx.input_cfg["path"], snapshot)
+    log.info(
+        "stream: seeding the state from the training input %s (snapshot %s)", ctx.input_cfg["path"], snapshot
+    )
     store.recover(0)
     raw_df = read_input(spark, ctx.input_cfg)
     classified = (
@@ -147,7 +149,7 @@ def bootstrap(ctx: StreamContext) -> Commit:
     )
     lines = (
         _line_kind(ctx, classified)
-        .select("reject_reason", "_lines", "_customer_id", *ORDER_KEYS, "_value", "_line_key")
+        .select("reject_reason", "_lines", "_customer_id", *ORDER_KEYS, "_value", *LINE_KEY)
         .persist()
     )
     try:
@@ -192,7 +194,7 @@ def _write_line_keys(ctx: StreamContext, version: int, lines: DataFrame) -> None
     """The fingerprints of the version's accepted lines, by date (a copy of a line has its date)."""
     if ctx.drop_duplicates:
         ctx.store.write_state(
-            "lines", version, lines.select("_line_key", F.col("_date").alias("date")), partition_by="date"
+            "lines", version, lines.select(*LINE_KEY, F.col("_date").alias("date")), partition_by="date"
         )
 
 
@@ -205,16 +207,18 @@ def _empty_counts() -> dict[str, Any]:
 
 
 def _batch_counts(classified: DataFrame) -> dict[str, Any]:
-    rows = classified.groupBy("reject_reason").agg(
-        F.sum("_lines").alias("n"), F.to_date(F.max("_ts")).alias("latest")
-    ).collect()
-    rejected = {r["reject_reason"]: int(r["n"]) for r in rows if r["reject_reason"] is not None}
+    """Rows per reject reason, and the dates of the accepted lines (the latest first)."""
+    rows = (
+        classified.groupBy("reject_reason")
+        .agg(F.sum("_lines").alias("n"), F.collect_set(F.to_date("_ts")).alias("dates"))
+        .collect()
+    )
     accepted = next((r for r in rows if r["reject_reason"] is None), None)
+    dates = sorted(accepted["dates"], reverse=True) if accepted else []
     return {
         "input_rows": sum(int(r["n"]) for r in rows),
-        "accepted_rows": int(accepted["n"]) if accepted else 0,
-        "rejected": rejected,
-        "latest": accepted["latest"] if accepted else None,
+        "dates": dates,
+        "latest": dates[0] if dates else None,
     }
 
 
@@ -233,32 +237,10 @@ def apply_version(
         touched = None
         event_times = None
         if raw_df is not None:
-            classified = _classified_lines(ctx, raw_df)
-            dates = [r["d"] for r in classified.filter(_accepted()).select(F.to_date("_ts").alias("d")).distinct().collect()]
-            if ctx.drop_duplicates and dates:
-                # a line some earlier version accepted: a duplicate here (its copies share the line's date)
-                seen = (
-                    store.state_table("lines", previous.version)
-                    .filter(F.col("date").isin(dates))
-                    .select("_line_key", F.lit(True).alias("_seen"))
-                )
-                classified = classified.join(seen, "_line_key", "left").withColumn(
-                    "reject_reason",
-                    F.when(_accepted() & F.col("_seen"), F.lit("duplicate")).otherwise(F.col("reject_reason")),
-                )
-            classified = classified.persist()
-            persisted.append(classified)
-            counts = {**_batch_counts(classified), "earliest_file": _earliest_file(raw_df)}
+            classified, counts = _classify_batch(ctx, previous, version, raw_df, persisted)
             lines = _line_kind(ctx, classified.filter(_accepted()))
             store.write_state("orders", version, order_rows(lines))
             _write_line_keys(ctx, version, lines)
-            store.stage(
-                version,
-                "rejects",
-                rejects_table(each_line(classified), ctx.originals).select(
-                    "*", F.lit(batch_id).cast("long").alias("batch_id")
-                ),
-            )
             event_times = lines.groupBy(F.col("_customer_id").alias("customer_id")).agg(
                 F.max("_ts").alias("event_time")
             )
@@ -277,7 +259,7 @@ def apply_version(
             return previous
         orders = store.state_table("orders", version)
         if not moved:  # the same date: only the customers this batch touched change
-            orders = orders.join(touched, "customer_id", "left_semi")
+            orders = orders.join(F.broadcast(touched), "customer_id", "left_semi")
         features = customer_features_from_orders(orders, as_of, ctx.cfg["cleaning"]["returns"])
         scored = _state_rows(model.assign(features), as_of, version).persist()
         persisted.append(scored)
@@ -319,8 +301,44 @@ def apply_version(
             df.unpersist()
 
 
+def _classify_batch(
+    ctx: StreamContext, previous: Commit, version: int, raw_df: DataFrame, persisted: list[DataFrame]
+) -> tuple[DataFrame, dict[str, Any]]:
+    """The micro-batch's rows classified (cached, appended to `persisted`), its rejects staged, and the counts:
+    a line an earlier version accepted is a `duplicate` here, found by its fingerprint among the lines of its
+    date (a copy of a line has the line's date)."""
+    classified = _classified_lines(ctx, raw_df).persist()
+    persisted.append(classified)
+    counts = _batch_counts(classified)
+    if ctx.drop_duplicates and counts["dates"]:
+        seen = ctx.store.state_table("lines", previous.version, counts["dates"]).select(
+            *LINE_KEY, F.lit(True).alias("_seen")
+        )
+        classified = (
+            classified.join(seen, list(LINE_KEY), "left")
+            .withColumn(
+                "reject_reason",
+                F.when(_accepted() & F.col("_seen"), F.lit("duplicate")).otherwise(F.col("reject_reason")),
+            )
+            .drop("_seen")
+            .persist()
+        )
+        persisted.append(classified)
+    ctx.store.stage(version, "rejects", rejects_table(each_line(classified), ctx.originals))
+    # the rejects as written (a few rows): the reasons after the duplicate check, without another pass
+    rejected = ctx.store.staged_counts(version, "rejects", "reject_reason")
+    return classified, {
+        **counts,
+        "rejected": rejected,
+        "accepted_rows": counts["input_rows"] - sum(rejected.values()),
+        "earliest_file": _earliest_file(raw_df),
+    }
+
+
 def _earliest_file(raw_df: DataFrame) -> dt.datetime | None:
     """When the batch's oldest file landed (its modification time), for the latency."""
+    if LANDED_COLUMN not in raw_df.columns:
+        return None
     return raw_df.select(F.min(LANDED_COLUMN).alias("t")).first()["t"]
 
 
@@ -334,7 +352,7 @@ def _segment_changes(
     batch_id: int | None,
 ) -> DataFrame:
     """One row per re-scored customer whose segment is not the one before (a new customer's before is null)."""
-    previous = before.select(
+    previous = before.join(F.broadcast(scored.select("customer_id")), "customer_id", "left_semi").select(
         "customer_id",
         F.col("segment_id").alias("previous_segment_id"),
         F.col("segment_name").alias("previous_segment_name"),
@@ -397,7 +415,9 @@ def _stage_progress(
     ctx.store.stage(commit.version, "stream_progress", local_dataframe(ctx.spark, [row], PROGRESS_SCHEMA))
 
 
-def stream_input(spark: SparkSession, cfg: dict[str, Any], model: SavedModel) -> tuple[dict[str, Any], list[str]]:
+def stream_input(
+    spark: SparkSession, cfg: dict[str, Any], model: SavedModel
+) -> tuple[dict[str, Any], list[str]]:
     """The config's input with the model's timestamp format when the config leaves it to detection, and the
     training input's original columns."""
     inp = {**cfg["input"], "columns": {**cfg["input"]["columns"], "product_id": None, "product_name": None}}
@@ -428,28 +448,50 @@ def run_stream(
     daily_tick: bool = False,
     stop: threading.Event | None = None,
     on_commit: Callable[[Commit], None] | None = None,
+    source: Callable[[SparkSession, T.StructType], DataFrame] | None = None,
 ) -> dict[str, Any]:
     """Run the stream until it has read every file (`available_now`) or until `stop` is set (SIGTERM sets it:
-    the running batch is finished first); returns a summary of what this run committed."""
+    the running batch is finished first); returns a summary of what this run committed.
+
+    `source`: another streaming source than the landing folder (Kafka on a cluster that has the connector,
+    docs/streaming.md): a function of the session and the training input's schema that returns a streaming
+    DataFrame with those columns (and `_landed_at`, a timestamp, for the latency, when it has one)."""
     spark.conf.set("spark.sql.session.timeZone", cfg["input"]["time_zone"])
     model = SavedModel(spark, model_root, model_snapshot)
     store = StreamStore(spark, output)
     if store.root == absolute_output_path(model_root):
-        raise OutputError("stream into another output path than the model's: the stream's tables are no snapshot")
+        raise OutputError(
+            "stream into another output path than the model's: the stream's tables are no snapshot"
+        )
     inp, originals = stream_input(spark, cfg, model)
     ctx = StreamContext(spark, cfg, inp, originals, model, store, new_run_id(), as_of, daily_tick)
     store.check_model(
-        {"model_path": absolute_output_path(model_root), "model_snapshot_date": model.snapshot_date, "run_id": model.run_id}
+        {
+            "model_path": absolute_output_path(model_root),
+            "model_snapshot_date": model.snapshot_date,
+            "run_id": model.run_id,
+        }
     )
     first = store.last_commit() or bootstrap(ctx)
     store.clean_committed(first.version)
+    # a micro-batch is small: a shuffle partition per core, not the batch job's many; the state's version
+    # folders listed by the driver, not by a Spark job each time
+    spark.conf.set("spark.sql.shuffle.partitions", str(spark.sparkContext.defaultParallelism))
+    spark.conf.set("spark.sql.sources.parallelPartitionDiscovery.threshold", "1000")
     state = {"commit": first, "versions": 0}
 
     def advance(raw_df: DataFrame | None, batch_id: int | None) -> None:
         with ctx.lock:
             commit = state["commit"]
+            floor = ctx.floor_date()
+            if batch_id is None and (floor is None or floor <= dt.date.fromisoformat(commit.as_of_date)):
+                return  # the clock has not moved past the state's date
             if batch_id is not None and batch_id <= commit.last_batch_id:
-                log.info("stream: micro-batch %d is in version %d already: replay skipped", batch_id, commit.version)
+                log.info(
+                    "stream: micro-batch %d is in version %d already: replay skipped",
+                    batch_id,
+                    commit.version,
+                )
                 return
             new = apply_version(ctx, commit, raw_df, batch_id)
             if new is not commit:
@@ -458,15 +500,19 @@ def run_stream(
                     on_commit(new)
 
     def on_batch(batch_df: DataFrame, batch_id: int) -> None:
+        if stop.is_set():  # before any work: Spark does not commit the batch, the next run reads it again
+            ctx.failure = StopRequested()
+            raise ctx.failure
         try:
             advance(batch_df, int(batch_id))
         except BaseException as exc:
             ctx.failure = exc
             raise
 
+    stop = stop or threading.Event()
     advance(None, None)  # the clock first: a later --as-of re-scores before any new line
     writer = (
-        read_landing(spark, inp, landing, landing_schema(spark, inp), max_files_per_trigger)
+        (source or _landing_source(inp, landing, max_files_per_trigger))(spark, landing_schema(spark, inp))
         .writeStream.foreachBatch(on_batch)
         .option("checkpointLocation", checkpoint)
         .queryName("stream-segments")
@@ -476,25 +522,25 @@ def run_stream(
         if available_now
         else writer.trigger(processingTime=f"{trigger_seconds or 1} seconds")
     )
-    stop = stop or threading.Event()
     store.check_checkpoint(checkpoint)
     query = writer.start()
     store.record_query_id(str(query.id))
     try:
         while query.isActive:
-            if stop.is_set():
-                while query.status["isTriggerActive"]:
-                    time.sleep(0.1)
-                query.stop()
+            if stop.is_set() and not query.status["isTriggerActive"]:
+                query.stop()  # idle: nothing to finish
                 break
             if ctx.daily_tick and not query.status["isTriggerActive"]:
                 advance(None, None)
             query.awaitTermination(min(1.0, trigger_seconds or 1.0))
         query.awaitTermination()
     except Exception:
-        if ctx.failure is not None:
+        if isinstance(ctx.failure, StopRequested):
+            log.info("stream: stopped after version %d", state["commit"].version)
+        elif ctx.failure is not None:
             raise ctx.failure from None
-        raise
+        else:
+            raise
     last = state["commit"]
     return {
         "output_path": store.root,
@@ -506,6 +552,16 @@ def run_stream(
         "as_of_date": last.as_of_date,
         "last_batch_id": last.last_batch_id,
     }
+
+
+def _landing_source(
+    inp: dict[str, Any], landing: str, max_files_per_trigger: int | None
+) -> Callable[[SparkSession, T.StructType], DataFrame]:
+    return lambda spark, schema: read_landing(spark, inp, landing, schema, max_files_per_trigger)
+
+
+class StopRequested(Exception):
+    """Raised by a micro-batch that starts after a stop was asked for: it is left for the next run."""
 
 
 def stop_on_sigterm() -> threading.Event:

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql import functions as F
+from pyspark.sql import types as T
 
 from segmentation.errors import InputError
 from segmentation.io import HadoopFs
@@ -35,8 +35,32 @@ log = logging.getLogger(__name__)
 #: The tables a version publishes beside `customer_state`, partitioned by `version`.
 VERSION_TABLES = ("segment_updates", "rejects", "stream_progress")
 
-#: The state a version adds, read back by the next versions.
-STATE_TABLES = ("orders", "lines")
+#: The state a version adds, read back by the next versions, and its columns.
+STATE_SCHEMAS = {
+    "orders": T.StructType(
+        [
+            T.StructField("customer_id", T.StringType()),
+            T.StructField("_order_key", T.StringType()),
+            T.StructField("_date", T.DateType()),
+            T.StructField("_is_return", T.BooleanType()),
+            T.StructField("_value", T.DecimalType(38, 9)),
+            T.StructField("_abs_value", T.DecimalType(38, 9)),
+        ]
+    ),
+    "lines": T.StructType(
+        [
+            T.StructField("_line_key_1", T.LongType()),
+            T.StructField("_line_key_2", T.LongType()),
+            T.StructField("date", T.DateType()),
+        ]
+    ),
+}
+STATE_TABLES = tuple(STATE_SCHEMAS)
+
+
+def _version_of(path: str) -> int:
+    """The version number of a `.../version=N[/...]` path."""
+    return int(path.split("/version=")[1].split("/")[0])
 
 
 @dataclass(frozen=True)
@@ -116,15 +140,23 @@ class StreamStore:
     def record_query_id(self, query_id: str) -> None:
         info = self.stream_info() or {}
         if info.get("query_id") != query_id:
-            self.fs.write_text(self._state("stream.json"), json.dumps({**info, "query_id": query_id}, indent=2, sort_keys=True))
+            self.fs.write_text(
+                self._state("stream.json"),
+                json.dumps({**info, "query_id": query_id}, indent=2, sort_keys=True),
+            )
 
     def customer_state(self) -> DataFrame:
         return self.spark.read.parquet(self.customer_state_path)
 
-    def state_table(self, table: str, version: int) -> DataFrame:
-        """`orders` or `lines` as of `version`: the partitions of committed versions only."""
-        df = self.spark.read.option("basePath", self._state(table)).parquet(self._state(table))
-        return df.filter(F.col("version") <= version).drop("version")
+    def state_table(self, table: str, version: int, dates: list | None = None) -> DataFrame:
+        """`orders` or `lines` as of `version`: the partitions of committed versions only, listed here (a
+        reader never lists what a killed attempt left); `dates`: only those dates' lines."""
+        base = self._state(table)
+        pattern = f"{base}/version=*" + (f"/date={{{','.join(str(d) for d in dates)}}}" if dates else "")
+        paths = [p for p in self.fs.glob(pattern) if _version_of(p) <= version]
+        if not paths:
+            return self.spark.createDataFrame([], STATE_SCHEMAS[table])
+        return self.spark.read.option("basePath", base).parquet(*paths).drop("version")
 
     # --- publishing a version -----------------------------------------------------------------------------
 
@@ -142,7 +174,9 @@ class StreamStore:
             if self.fs.exists(self.customer_state_path):
                 self.fs.delete(self.customer_state_path)
             self.fs.rename(previous, self.customer_state_path)
-            log.warning("version %d: an earlier attempt was cut off; the customer state before it is back", version)
+            log.warning(
+                "version %d: an earlier attempt was cut off; the customer state before it is back", version
+            )
         for table in STATE_TABLES:
             self.fs.delete(self._state(table, f"version={version}"))
         for table in VERSION_TABLES:
@@ -160,6 +194,11 @@ class StreamStore:
 
     def staged_rows(self, version: int, table: str) -> int:
         return self.spark.read.parquet(self._staging(version, table)).count()
+
+    def staged_counts(self, version: int, table: str, column: str) -> dict[str, int]:
+        """Rows per value of `column` of a staged table (a small one: rejects)."""
+        counts = self.spark.read.parquet(self._staging(version, table)).groupBy(column).count().collect()
+        return {r[column]: int(r["count"]) for r in counts}
 
     def stage_customer_state(self, version: int, df: DataFrame) -> None:
         df.write.mode("overwrite").parquet(self._staging(version, "customer_state"))
