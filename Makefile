@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 ARGS   ?=
-PYTEST_ARGS ?=
+PYTEST_ARGS ?= --durations=25
 
 # Tools some tests drive (a browser for the report, docker-compose to validate the compose file). Installed with
 # apt-get when missing and running as root; otherwise those tests skip with a reason (and fail under CI=true).

@@ -241,9 +241,12 @@ def apply_version(
             lines = _line_kind(ctx, classified.filter(_accepted()))
             store.write_state("orders", version, order_rows(lines))
             _write_line_keys(ctx, version, lines)
-            event_times = lines.groupBy(F.col("_customer_id").alias("customer_id")).agg(
-                F.max("_ts").alias("event_time")
+            event_times = (
+                lines.groupBy(F.col("_customer_id").alias("customer_id"))
+                .agg(F.max("_ts").alias("event_time"))
+                .persist()
             )
+            persisted.append(event_times)
             touched = event_times.select("customer_id")
         as_of = max(
             d
@@ -263,6 +266,7 @@ def apply_version(
         features = customer_features_from_orders(orders, as_of, ctx.cfg["cleaning"]["returns"])
         scored = _state_rows(model.assign(features), as_of, version).persist()
         persisted.append(scored)
+        updated = scored.count()
         before = store.customer_state()
         changes = _segment_changes(ctx, scored, before, event_times, as_of, version, batch_id)
         store.stage(version, "segment_updates", changes)
@@ -277,7 +281,6 @@ def apply_version(
             as_of.isoformat(),
             _now().isoformat(timespec="seconds"),
         )
-        updated = scored.count()
         n_changes = store.staged_rows(version, "segment_updates")
         _stage_progress(ctx, commit, counts, started, updated, n_changes, batch_id)
         store.publish(commit)
