@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
 
     def job(sessions: Sessions) -> int:
-        from segmentation.stream import run_stream, stop_on_sigterm
+        from segmentation.stream.run import run_stream, stop_on_sigterm
 
         cfg = job_config(args)
         stop = stop_on_sigterm()

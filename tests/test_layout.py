@@ -3,7 +3,7 @@
 Stages, from the bottom up (a module may import its own stage or an earlier one, never a later one):
 base (errors, schema, config, io, jdbc, compat, timer) < features < sources < prepare < model < segments < recommend < report < publish
 < top
-(manifest, pipeline, score) < dashboard (it reads published output only). Inside a stage, modules import each other without cycles, and no import of the
+(manifest, pipeline, score) < stream < dashboard (it reads published output only). Inside a stage, modules import each other without cycles, and no import of the
 library hides inside a function.
 """
 
@@ -26,6 +26,7 @@ STAGES = [
     "report",
     "publish",
     "top",
+    "stream",
     "dashboard",
 ]
 TOP_LEVEL = {

@@ -23,7 +23,7 @@ from segmentation.pipeline import run_segmentation
 from segmentation.publish.tables import SEGMENT_COLUMNS
 from segmentation.score import score_customers
 from segmentation.sources.validate import REJECT_REASONS
-from segmentation.stream import run_stream
+from segmentation.stream.run import run_stream
 
 from . import synthetic
 
@@ -203,16 +203,15 @@ def test_a_replayed_batch_and_a_file_delivered_twice_change_nothing(spark, bundl
         (copy / "ckpt" / "commits" / name).unlink(missing_ok=True)
     before = state_rows(spark, f"{copy}/live/customer_state").persist()
     before.count()
-    with caplog.at_level("INFO", logger="segmentation.stream"):
-        result = run_stream(
-            spark,
-            cfg,
-            str(tmp / "model"),
-            str(tmp / "landing"),
-            str(copy / "live"),
-            str(copy / "ckpt"),
+
+    def resume():
+        return run_stream(
+            spark, cfg, str(tmp / "model"), str(tmp / "landing"), str(copy / "live"), str(copy / "ckpt"),
             available_now=True,
-        )
+        )  # fmt: skip
+
+    with caplog.at_level("INFO", logger="segmentation.stream"):
+        result = resume()
     assert "micro-batch 2 is in version 3 already: replay skipped" in caplog.text
     assert result["version"] == 3 and result["versions"] == 0
     assert_same_rows(spark, state_rows(spark, f"{copy}/live/customer_state"), before)
@@ -220,15 +219,7 @@ def test_a_replayed_batch_and_a_file_delivered_twice_change_nothing(spark, bundl
     # a file that came before arrives again under a new name: every line a duplicate (or the reject it was)
     shutil.copy(tmp / "landing" / f"{days[3]}.parquet", tmp / "landing" / f"{days[3]}-again.parquet")
     try:
-        result = run_stream(
-            spark,
-            cfg,
-            str(tmp / "model"),
-            str(tmp / "landing"),
-            str(copy / "live"),
-            str(copy / "ckpt"),
-            available_now=True,
-        )
+        result = resume()
     finally:
         (tmp / "landing" / f"{days[3]}-again.parquet").unlink()
     progress = version_table(copy / "live", "stream_progress")[-1]
@@ -490,3 +481,23 @@ def test_a_message_source_decodes_json_as_kafka_values_are(spark, synthetic_stre
         ("missing_customer_id", None),
         ("non_positive_price", None),
     ]
+
+
+def test_an_output_refuses_another_checkpoint(spark, bundled_stream):
+    """A new checkpoint on an old state would read every file again: one line, nothing read."""
+    tmp, cfg, _, summary, _ = bundled_stream
+    with pytest.raises(InputError) as err:
+        run_stream(
+            spark, cfg, str(tmp / "model"), str(tmp / "landing"), str(tmp / "live"), str(tmp / "new-ckpt"),
+            available_now=True,
+        )  # fmt: skip
+    known = json.loads((tmp / "ckpt" / "metadata").read_text())["id"]
+    assert str(err.value) == (
+        f"the stream under {tmp / 'live'} belongs to the checkpoint of query {known}; {tmp / 'new-ckpt'} is new: "
+        "give the stream's own --checkpoint, or a new --output to start over"
+    )
+    assert not (tmp / "new-ckpt").exists()
+    assert (
+        json.loads((tmp / "live" / "_state" / "commits" / "3.json").read_text())["version"]
+        == summary["version"]
+    )
