@@ -19,6 +19,7 @@ import logging
 import signal
 import threading
 from collections.abc import Callable
+from contextlib import contextmanager
 from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
@@ -26,7 +27,7 @@ from pyspark.sql import types as T
 
 from segmentation.errors import InputError, OutputError
 from segmentation.publish.snapshot import absolute_output_path, new_run_id
-from segmentation.publish.stream_store import Commit, StreamStore
+from segmentation.publish.stream_store import StreamStore
 from segmentation.score import SavedModel
 from segmentation.sources.read import original_columns, read_input
 from segmentation.sources.stream import landing_schema, read_landing
@@ -68,7 +69,6 @@ def run_stream(
     as_of: str | None = None,
     daily_tick: bool = False,
     stop: threading.Event | None = None,
-    on_commit: Callable[[Commit], None] | None = None,
     source: Callable[[SparkSession, T.StructType], DataFrame] | None = None,
 ) -> dict[str, Any]:
     """Run the stream until it has read every file (`available_now`) or until `stop` is set (SIGTERM sets it:
@@ -96,11 +96,72 @@ def run_stream(
     store.check_checkpoint(checkpoint)
     first = store.last_commit() or bootstrap(ctx)
     store.clean_committed(first.version)
-    # a micro-batch is small: a shuffle partition per core, not the batch job's many; the state's version
-    # folders listed by the driver, not by a Spark job each time
-    spark.conf.set("spark.sql.shuffle.partitions", str(spark.sparkContext.defaultParallelism))
-    spark.conf.set("spark.sql.sources.parallelPartitionDiscovery.threshold", "1000")
     state = {"commit": first, "versions": 0}
+    # a micro-batch is small: a shuffle partition per core, not the batch job's many; the state's version
+    # folders listed by the driver, not by a Spark job each time (the session's own values come back after)
+    with session_settings(
+        spark,
+        {
+            "spark.sql.shuffle.partitions": str(spark.sparkContext.defaultParallelism),
+            "spark.sql.sources.parallelPartitionDiscovery.threshold": "1000",
+        },
+    ):
+        _run_query(
+            ctx,
+            state,
+            inp,
+            landing,
+            checkpoint,
+            trigger_seconds,
+            available_now,
+            max_files_per_trigger,
+            stop,
+            source,
+        )
+    last = state["commit"]
+    return {
+        "output_path": store.root,
+        "model_snapshot_date": model.snapshot_date,
+        "run_id": model.run_id,
+        "stream_run_id": ctx.run_id,
+        "versions": state["versions"],
+        "version": last.version,
+        "as_of_date": last.as_of_date,
+        "last_batch_id": last.last_batch_id,
+    }
+
+
+@contextmanager
+def session_settings(spark: SparkSession, settings: dict[str, str]):
+    """The session's SQL settings changed for the block, and put back after it."""
+    before = {key: spark.conf.get(key, None) for key in settings}
+    for key, value in settings.items():
+        spark.conf.set(key, value)
+    try:
+        yield
+    finally:
+        for key, value in before.items():
+            if value is None:
+                spark.conf.unset(key)
+            else:
+                spark.conf.set(key, value)
+
+
+def _run_query(
+    ctx: StreamContext,
+    state: dict[str, Any],
+    inp: dict[str, Any],
+    landing: str,
+    checkpoint: str,
+    trigger_seconds: float | None,
+    available_now: bool,
+    max_files_per_trigger: int | None,
+    stop: threading.Event | None,
+    source: Callable[[SparkSession, T.StructType], DataFrame] | None,
+) -> None:
+    """The streaming query: a state version per micro-batch (and per clock tick), until the input is read
+    (`available_now`) or `stop` is set; `state` holds the last commit and how many versions this run made."""
+    spark, store = ctx.spark, ctx.store
 
     def advance(raw_df: DataFrame | None, batch_id: int | None) -> None:
         with ctx.lock:
@@ -118,8 +179,6 @@ def run_stream(
             new = apply_version(ctx, commit, raw_df, batch_id)
             if new is not commit:
                 state["commit"], state["versions"] = new, state["versions"] + 1
-                if on_commit:
-                    on_commit(new)
 
     def on_batch(batch_df: DataFrame, batch_id: int) -> None:
         if stop.is_set():  # before any work: Spark does not commit the batch, the next run reads it again
@@ -162,17 +221,6 @@ def run_stream(
             raise ctx.failure from None
         else:
             raise
-    last = state["commit"]
-    return {
-        "output_path": store.root,
-        "model_snapshot_date": model.snapshot_date,
-        "run_id": model.run_id,
-        "stream_run_id": ctx.run_id,
-        "versions": state["versions"],
-        "version": last.version,
-        "as_of_date": last.as_of_date,
-        "last_batch_id": last.last_batch_id,
-    }
 
 
 def _landing_source(
