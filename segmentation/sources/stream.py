@@ -1,11 +1,10 @@
-"""The stream's source: transaction files arriving in a landing folder, read by Spark's file source, and each
-micro-batch's rows classified exactly as the batch job classifies a log.
+"""The stream's source: transaction files arriving in a landing folder (or messages), read by Spark's streaming
+sources with the training input's schema.
 
-Takes the `input` config section (layout, format, cleaning) and the landing folder; hands the stream stage
-(`segmentation.stream`) a streaming DataFrame of the original columns plus `_corrupt_record`, with an explicit
-schema (the training input's: a file source infers nothing), and per micro-batch the classified rows
-(`sources.validate.classify_weighted`) with `_line_key_1`, `_line_key_2`, the fingerprint of an accepted line that finds its
-copies in later batches.
+Takes the `input` config section (layout, format) and the landing folder; hands the stream stage
+(`segmentation.stream`) a streaming DataFrame of the original columns plus `_corrupt_record` and `_landed_at`,
+with an explicit schema (a file source infers nothing); `json_messages` does the same for JSON messages (Kafka's
+`value`), and `with_line_key` gives each line the fingerprint that finds its copies in later batches.
 """
 
 from __future__ import annotations
@@ -18,16 +17,11 @@ from pyspark.sql import types as T
 
 from segmentation.errors import InputError
 from segmentation.io import HadoopFs, col
-from segmentation.sources.read import CORRUPT_COLUMN, PERMISSIVE, csv_options, read_input
+from segmentation.sources.read import CORRUPT_COLUMN, PERMISSIVE, csv_options
 
-#: The formats a landing folder can hold (Spark's file source; a table or JDBC source is no stream).
+#: The formats a landing folder can hold and a stream is seeded from (Spark's file source; a table or JDBC
+#: source is no stream).
 STREAM_FORMATS = ("csv", "parquet", "json")
-
-
-def landing_schema(spark: SparkSession, input_cfg: dict[str, Any]) -> T.StructType:
-    """The schema the landing files are read with: the training input's columns and types as the batch job
-    reads them (CSV and JSON as strings), `_corrupt_record` included."""
-    return read_input(spark, input_cfg).schema
 
 
 def read_landing(
@@ -41,10 +35,6 @@ def read_landing(
     micro-batch when given), with `_landed_at`. Files whose names start with `_` or `.` are skipped: write a file under such a
     name, then rename it, so a batch never reads half a file."""
     fmt = input_cfg["format"]
-    if fmt not in STREAM_FORMATS:
-        raise InputError(
-            f"input.format {fmt!r} cannot be streamed: the landing folder holds {', '.join(STREAM_FORMATS)} files"
-        )
     fs = HadoopFs(spark, landing)
     if not fs.exists(landing):
         raise InputError(f"landing folder not found: {landing}")

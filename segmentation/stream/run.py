@@ -29,8 +29,8 @@ from segmentation.errors import InputError, OutputError
 from segmentation.publish.snapshot import absolute_output_path, new_run_id
 from segmentation.publish.stream_store import StreamStore
 from segmentation.score import SavedModel
-from segmentation.sources.read import original_columns, read_input
-from segmentation.sources.stream import landing_schema, read_landing
+from segmentation.sources.read import read_input
+from segmentation.sources.stream import STREAM_FORMATS, read_landing
 from segmentation.sources.timestamps import resolve_timestamp_format
 from segmentation.stream.version import StreamContext, apply_version, bootstrap
 
@@ -39,20 +39,21 @@ log = logging.getLogger(__name__)
 
 def stream_input(
     spark: SparkSession, cfg: dict[str, Any], model: SavedModel
-) -> tuple[dict[str, Any], list[str]]:
+) -> tuple[dict[str, Any], DataFrame]:
     """The config's input with the model's timestamp format when the config leaves it to detection, and the
-    training input's original columns."""
+    training input's rows (the seed's lines; their schema is the landing files')."""
     inp = {**cfg["input"], "columns": {**cfg["input"]["columns"], "product_id": None, "product_name": None}}
-    if inp["format"] not in ("csv", "parquet", "json"):
+    if inp["format"] not in STREAM_FORMATS:
         raise InputError(
-            f"the stream is seeded from a file input (input.path): input.format {inp['format']!r} is not one"
+            f"input.format {inp['format']!r} cannot be streamed: the stream is seeded from a file input "
+            f"(input.path) and its landing folder holds {', '.join(STREAM_FORMATS)} files"
         )
     raw_df = read_input(spark, inp)
     trained = model.manifest.get("timestamp_format")
     if inp.get("timestamp_format", "auto") == "auto" and trained:
         inp["timestamp_format"] = trained
     inp, _ = resolve_timestamp_format(raw_df, inp, int(cfg["model"]["seed"]))
-    return inp, original_columns(raw_df)
+    return inp, raw_df
 
 
 def run_stream(
@@ -84,8 +85,8 @@ def run_stream(
         raise OutputError(
             "stream into another output path than the model's: the stream's tables are no snapshot"
         )
-    inp, originals = stream_input(spark, cfg, model)
-    ctx = StreamContext(spark, cfg, inp, originals, model, store, new_run_id(), as_of, daily_tick)
+    inp, training_df = stream_input(spark, cfg, model)
+    ctx = StreamContext(spark, cfg, inp, training_df, model, store, new_run_id(), as_of, daily_tick)
     store.check_model(
         {
             "model_path": absolute_output_path(model_root),
@@ -193,7 +194,7 @@ def _run_query(
     stop = stop or threading.Event()
     advance(None, None)  # the clock first: a later --as-of re-scores before any new line
     writer = (
-        (source or _landing_source(inp, landing, max_files_per_trigger))(spark, landing_schema(spark, inp))
+        (source or _landing_source(inp, landing, max_files_per_trigger))(spark, ctx.training_df.schema)
         .writeStream.foreachBatch(on_batch)
         .option("checkpointLocation", checkpoint)
         .queryName("stream-segments")

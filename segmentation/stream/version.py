@@ -30,7 +30,7 @@ from segmentation.publish.snapshot import absolute_output_path
 from segmentation.publish.stream_store import Commit, StreamStore
 from segmentation.publish.tables import SEGMENT_COLUMNS
 from segmentation.score import SavedModel
-from segmentation.sources.read import read_input
+from segmentation.sources.read import original_columns
 from segmentation.sources.stream import LANDED_COLUMN, LINE_KEY, with_line_key
 from segmentation.sources.validate import (
     REJECT_REASONS,
@@ -71,7 +71,7 @@ class StreamContext:
     spark: SparkSession
     cfg: dict[str, Any]
     input_cfg: dict[str, Any]
-    originals: list[str]
+    training_df: DataFrame
     model: SavedModel
     store: StreamStore
     run_id: str
@@ -79,6 +79,11 @@ class StreamContext:
     daily_tick: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
     failure: BaseException | None = None
+
+    @property
+    def originals(self) -> list[str]:
+        """The training input's own columns: the landing files' too."""
+        return original_columns(self.training_df)
 
     @property
     def drop_duplicates(self) -> bool:
@@ -122,6 +127,10 @@ def _state_rows(df: DataFrame, as_of: dt.date, version: int) -> DataFrame:
     )
 
 
+#: The columns `features.rfm.order_rows` sums the lines by (`with_line_kind` adds them).
+ORDER_KEYS = ("_order_key", "_date", "_is_return")
+
+
 def bootstrap(ctx: StreamContext) -> Commit:
     """Version 0: the model's training lines (the config's input, cut at the model's snapshot date) as order
     rows and line fingerprints, and the model snapshot's `segments` table as the customer state."""
@@ -130,10 +139,10 @@ def bootstrap(ctx: StreamContext) -> Commit:
     log.info(
         "stream: seeding the state from the training input %s (snapshot %s)", ctx.input_cfg["path"], snapshot
     )
+    started = time.time()
     store.recover(0)
-    raw_df = read_input(spark, ctx.input_cfg)
     classified = (
-        _classified_lines(ctx, raw_df)
+        _classified_lines(ctx, ctx.training_df)
         .transform(with_after_snapshot_reason, snapshot_date=snapshot)
         .filter(F.col("reject_reason").isNull() | (F.col("reject_reason") == "after_snapshot"))
     )
@@ -170,14 +179,10 @@ def bootstrap(ctx: StreamContext) -> Commit:
     segments = spark.read.parquet(f"{absolute_output_path(model.root)}/segments/snapshot_date={snapshot}")
     store.stage_customer_state(0, _state_rows(segments, dt.date.fromisoformat(snapshot), 0))
     commit = Commit(0, "seed", -1, snapshot, _now().isoformat(timespec="seconds"))
-    _stage_progress(ctx, commit, _empty_counts(), started=time.time(), updated=None, changes=None)
+    _stage_progress(ctx, commit, _empty_counts(), started, updated=None, changes=None)
     store.publish(commit)
     log.info("stream: version 0 (seed): %d training lines, state as of %s", accepted, snapshot)
     return commit
-
-
-#: The columns `features.rfm.order_rows` sums the lines by (`with_line_kind` adds them).
-ORDER_KEYS = ("_order_key", "_date", "_is_return")
 
 
 def _write_line_keys(ctx: StreamContext, version: int, lines: DataFrame) -> None:
@@ -318,12 +323,14 @@ def _classify_batch(
         )
         persisted.append(classified)
     ctx.store.stage(version, "rejects", rejects_table(each_line(classified), ctx.originals))
-    # the rejects as written (a few rows): the reasons after the duplicate check, without another pass
+    # the rejects as written (a few rows): the reasons after the duplicate check; the accepted lines counted
+    # from the cached rows, so the reconciliation checks the two against the batch's input rows
     rejected = ctx.store.staged_counts(version, "rejects", "reject_reason")
+    accepted = classified.filter(_accepted()).agg(F.sum("_lines").alias("n")).first()["n"]
     return classified, {
         **counts,
         "rejected": rejected,
-        "accepted_rows": counts["input_rows"] - sum(rejected.values()),
+        "accepted_rows": int(accepted or 0),
         "earliest_file": _earliest_file(raw_df),
     }
 
