@@ -12,6 +12,7 @@ import argparse
 import datetime as dt
 import logging
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -72,13 +73,22 @@ class Sessions:
     def start(self, app_name: str, conf: dict[str, str] | None = None):
         from jobs.spark_session import build_spark
 
+        started = time.perf_counter()
         self.spark = build_spark(app_name, verbose=self.verbose, conf=conf)
+        # a fixed cost of every run (the JVM's start with it when this process launched it): the benchmark reads it
+        log.info(
+            "spark session: started in %.1f s (%s)",
+            time.perf_counter() - started,
+            self.spark.sparkContext.master,
+        )
         return self.spark
 
     def stop(self) -> None:
         if self.spark is not None:
+            started = time.perf_counter()
             self.spark.stop()
             self.spark = None
+            log.info("spark session: stopped in %.1f s", time.perf_counter() - started)
 
 
 def run_job(prog: str, verbose: bool, job: Callable[[Sessions], int]) -> int:

@@ -80,6 +80,9 @@ PRODUCTS = (
     "HAND WARMER OWL DESIGN",
     "RECYCLING BAG RETROSPOT",
 )
+#: The words of the names above: `--description-words N` builds every product's description from N of them.
+WORDS = tuple(sorted({w for name in PRODUCTS for w in name.split()}))
+
 COUNTRIES = ("United Kingdom",) * 18 + ("Germany", "France", "EIRE", "Spain", "Netherlands", "Belgium")
 
 MAX_ORDERS = 4095  # invoice numbers are customer * 4096 + order
@@ -97,6 +100,9 @@ class GeneratorParams:
     duplicates: float = 0.01
     malformed: float = 0.002
     end_date: str = "2011-12-09"
+    #: None: the descriptions are Online Retail's names (4-5 words, about 28 characters) and the product number;
+    #: N: N words drawn per product from their words, then the number (0: the number alone)
+    description_words: int | None = None
     partitions: int | None = None
 
     def check(self) -> None:
@@ -109,6 +115,8 @@ class GeneratorParams:
             raise ValueError("defect shares must be >= 0 and returns + missing + malformed <= 1")
         if self.duplicates > 0.5:
             raise ValueError("duplicates must be <= 0.5 (a duplicate copies the previous line)")
+        if self.description_words is not None and not 0 <= self.description_words <= 100:
+            raise ValueError(f"description words must be 0..100, got {self.description_words}")
 
 
 def parse_size(text: str) -> int:
@@ -128,6 +136,25 @@ def parse_size(text: str) -> int:
 def uniform(seed: int, tag: str, *cols: Column) -> Column:
     """A pseudo-random double in [0, 1): the low 53 bits of xxhash64(seed, tag, cols)."""
     return F.xxhash64(F.lit(seed), F.lit(tag), *cols).bitwiseAND(F.lit((1 << 53) - 1)) / F.lit(_UNIT)
+
+
+def description(product: Column, words: int | None) -> Column:
+    """A product's description, the same on every line of the product: its catalog name (`words` None) or
+    `words` words drawn by a hash of (product, position), then the product number."""
+    if words is None:
+        name = F.element_at(
+            F.array(*[F.lit(x) for x in PRODUCTS]), (F.pmod(product, F.lit(len(PRODUCTS))) + 1).cast("int")
+        )
+    else:
+        vocabulary = F.array(*[F.lit(w) for w in WORDS])
+        drawn = [
+            F.element_at(
+                vocabulary, (F.pmod(F.xxhash64(product, F.lit(i)), F.lit(len(WORDS))) + 1).cast("int")
+            )
+            for i in range(words)
+        ]
+        name = F.concat_ws(" ", *drawn) if drawn else F.lit("")
+    return F.concat_ws(" ", F.when(name != "", name), product.cast("string"))
 
 
 def normal(seed: int, tag: str, *cols: Column) -> Column:
@@ -275,14 +302,7 @@ def transactions(customers_df: DataFrame, p: GeneratorParams) -> DataFrame:
     return lines_df.withColumn("o", order).select(
         F.when(is_return, F.concat(F.lit("C"), invoice)).otherwise(invoice).alias("InvoiceNo"),
         stock.cast("string").alias("StockCode"),
-        F.concat(
-            F.element_at(
-                F.array(*[F.lit(x) for x in PRODUCTS]),
-                (F.pmod(product, F.lit(len(PRODUCTS))) + 1).cast("int"),
-            ),
-            F.lit(" "),
-            product.cast("string"),
-        ).alias("Description"),
+        description(product, p.description_words).alias("Description"),
         F.when(is_malformed & (kind == 0), F.concat(quantity_text, F.lit("x")))
         .otherwise(quantity_text)
         .alias("Quantity"),
@@ -387,6 +407,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--partitions", type=int, help="Spark partitions (default: one per 2M lines, at least 2)"
     )
     parser.add_argument("--format", choices=["parquet", "csv", "both"], default="parquet")
+    parser.add_argument(
+        "--description-words",
+        type=int,
+        help="words per product description, drawn from the catalog's (default: the catalog's names, about 28 "
+        "characters; 0: the product number alone, the short strings the benchmark compares with)",
+    )
     args = parser.parse_args(argv)
     if args.customers is None:
         args.customers = max(1, args.lines // 40)

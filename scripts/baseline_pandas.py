@@ -37,27 +37,72 @@ COLUMNS = [
 ]
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+class Laps:
+    """Seconds per named step since the previous one (`timings`; `finish` adds the `total`)."""
+
+    def __init__(self) -> None:
+        self.timings: dict[str, float] = {}
+        self.started = self.last = time.perf_counter()
+
+    def __call__(self, name: str) -> None:
+        now = time.perf_counter()
+        self.timings[name] = round(now - self.last, 3)
+        self.last = now
+
+    def finish(self) -> dict[str, float]:
+        self.timings["total"] = round(time.perf_counter() - self.started, 3)
+        return self.timings
+
+
+def parse_args(argv: list[str] | None, description: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--input", required=True, help="Parquet folder or file")
     parser.add_argument("--output", required=True)
     parser.add_argument("--k-min", type=int, default=2)
     parser.add_argument("--k-max", type=int, default=10)
     parser.add_argument("--seed", type=int, default=42)
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
 
+
+def sweep_and_write(rfm: pd.DataFrame, input_rows: int, args: argparse.Namespace, lap: Laps) -> dict:
+    """The notebooks' model on the customers' features (`rfm`: one row per customer, indexed by its id, with
+    recency_days, frequency, monetary): log1p + clip -> StandardScaler -> KMeans for each k -> knee, then
+    segments.parquet and timings.json in --output. Returns the summary (also printed)."""
     from sklearn.cluster import KMeans
     from sklearn.preprocessing import StandardScaler
 
-    timings: dict[str, float] = {}
-    started = last = time.perf_counter()
+    features = np.log1p(rfm[["recency_days", "frequency", "monetary"]].to_numpy(dtype=float))
+    features = np.clip(features, features.min(axis=0), np.quantile(features, 0.995, axis=0))
+    scaled = StandardScaler().fit_transform(features)
+    lap("prepare")
 
-    def lap(name: str) -> None:
-        nonlocal last
-        now = time.perf_counter()
-        timings[name] = round(now - last, 3)
-        last = now
+    ks = list(range(args.k_min, args.k_max + 1))
+    models = {k: KMeans(n_clusters=k, random_state=args.seed, n_init=1).fit(scaled) for k in ks}
+    inertia = [float(models[k].inertia_) for k in ks]
+    chosen, _ = knee_point(ks, inertia)
+    chosen = chosen or ks[0]
+    lap("model")
 
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    segments = rfm[["recency_days", "frequency", "monetary"]].assign(cluster=models[chosen].labels_)
+    segments.reset_index().to_parquet(out / "segments.parquet", index=False)
+    lap("write")
+    summary = {
+        "input_rows": input_rows,
+        "customers": len(rfm),
+        "chosen_k": chosen,
+        "wcss": dict(zip(ks, inertia)),
+        "timings_s": lap.finish(),
+    }
+    (out / "timings.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    print(json.dumps(summary))
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv, __doc__.split("\n\n")[0])
+    lap = Laps()
     df = pd.read_parquet(args.input, columns=COLUMNS)
     input_rows = len(df)
     lap("read")
@@ -85,33 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     rfm = rfm[rfm["monetary"] > 0]
     lap("features")
 
-    features = np.log1p(rfm[["recency_days", "frequency", "monetary"]].to_numpy(dtype=float))
-    features = np.clip(features, features.min(axis=0), np.quantile(features, 0.995, axis=0))
-    scaled = StandardScaler().fit_transform(features)
-    lap("prepare")
-
-    ks = list(range(args.k_min, args.k_max + 1))
-    models = {k: KMeans(n_clusters=k, random_state=args.seed, n_init=1).fit(scaled) for k in ks}
-    inertia = [float(models[k].inertia_) for k in ks]
-    chosen, _ = knee_point(ks, inertia)
-    chosen = chosen or ks[0]
-    lap("model")
-
-    out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
-    segments = rfm[["recency_days", "frequency", "monetary"]].assign(cluster=models[chosen].labels_)
-    segments.reset_index().to_parquet(out / "segments.parquet", index=False)
-    lap("write")
-    timings["total"] = round(time.perf_counter() - started, 3)
-    summary = {
-        "input_rows": input_rows,
-        "customers": len(rfm),
-        "chosen_k": chosen,
-        "wcss": dict(zip(ks, inertia)),
-        "timings_s": timings,
-    }
-    (out / "timings.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    print(json.dumps(summary))
+    sweep_and_write(rfm, input_rows, args, lap)
     return 0
 
 

@@ -2,21 +2,28 @@
 same generated data, for each size.
 
     python scripts/benchmark.py --sizes 1M,10M
+    python scripts/benchmark.py --sizes 10M --description-words catalog,0
     python scripts/benchmark.py --sizes 1M,10M,50M,100M --data-dir /data/bench --out benchmarks
 
-Per size: generate the data once (jobs/generate_transactions.py, seed 42, 40 lines per customer; kept under
---data-dir and reused), then run, each as its own process and one after the other:
+Per size and string width (--description-words: `catalog`, the generator's default Online Retail names of about
+28 characters, or a number of words, 0 for the product number alone): generate the data once
+(jobs/generate_transactions.py, seed 42, 40 lines per customer; kept under --data-dir and reused), then run,
+each as its own process and one after the other:
 
 - the job (`python -m jobs.segment_customers --input DATA --output ...`, JVM start-up included, driver heap
-  -Xmx from --driver-memory, GC log on to read the heap actually used);
+  -Xmx from --driver-memory, GC log on to read the heap actually used); its fixed costs (the Spark session's
+  start, the catalog, the session's stop, from its log) are recorded apart from its stages;
 - the baseline (scripts/baseline_pandas.py), under an address-space limit (--baseline-memory-limit) so that
-  running out of memory is a recorded result ("memory") and not the machine's OOM killer.
+  running out of memory is a recorded result ("memory") and not the machine's OOM killer;
+- DuckDB + scikit-learn (scripts/baseline_duckdb.py: the same cleaning and features in SQL, the same sweep),
+  under the same limit.
 
 Recorded: wall time, time per stage (the job's manifest, the baseline's timings), peak RSS of the driver process
 and of the whole process tree (psutil, sampled every 0.2 s), the driver JVM's peak heap use (GC log), rows/s,
 job / baseline, the load average before and after, and the adjusted Rand index of the planted customer types
 against a KMeans fit at the true k (the job's prepare + fit code on the job's published customer features).
-Results merge into --out/benchmark.json (keyed by size, so sizes can be run on different days) and
+Results merge into --out/benchmark.json (keyed by size and width, e.g. `10M` and `10M/words=0`, so they can be
+run on different days) and
 --out/benchmark.md (the table for docs/benchmarks.md). Needs the `bench` extra (scikit-learn, psutil).
 """
 
@@ -144,11 +151,17 @@ def run_monitored(cmd: list[str], log_path: Path, env=None, preexec_fn=None) -> 
     }
 
 
-def generate(lines: int, data_dir: Path) -> dict:
-    target = data_dir / f"lines_{label(lines)}"
+def variant(lines: int, words: str) -> str:
+    """The results' key: '10M' (the catalog's names) or '10M/words=0'."""
+    return label(lines) if words == "catalog" else f"{label(lines)}/words={words}"
+
+
+def generate(lines: int, data_dir: Path, words: str = "catalog") -> dict:
+    target = data_dir / f"lines_{variant(lines, words).replace('/', '_')}"
     summary = target / "generator.json"
     if not summary.is_file():
         started = time.perf_counter()
+        width = [] if words == "catalog" else ["--description-words", words]
         subprocess.run(
             [
                 PYTHON,
@@ -157,6 +170,7 @@ def generate(lines: int, data_dir: Path) -> dict:
                 str(lines),
                 "--out",
                 str(target),
+                *width,
             ],
             check=True,
             env={**os.environ, "SPARK_MASTER": os.environ.get("SPARK_MASTER", "local[2]")},
@@ -201,12 +215,36 @@ def run_job(data: Path, out: Path, driver_memory: str) -> dict:
         )
     else:
         result["status"] = "failed"
+    result["fixed_s"] = fixed_costs((out / "job.log").read_text(errors="replace"), result)
     peaks = [int(m.group(1)) for m in GC_LINE.finditer(gc_log.read_text())] if gc_log.is_file() else []
     heap_max = [int(m.group(3)) for m in GC_LINE.finditer(gc_log.read_text())] if gc_log.is_file() else []
     result["driver_heap_peak_used_mb"] = max(peaks) if peaks else None
     result["driver_heap_committed_max_mb"] = max(heap_max) if heap_max else None
     result["driver_heap_limit"] = driver_memory
     return result
+
+
+SESSION_LINE = re.compile(r"spark session: (started|stopped) in ([\d.]+) s")
+CATALOG_LINE = re.compile(r"stage catalog: done in ([\d.]+) s")
+
+
+def fixed_costs(log_text: str, result: dict) -> dict:
+    """The job's costs that do not grow with the data, from its log: the Spark session's start (the JVM's with
+    it), the catalog's registration, the session's stop, and the rest outside the stages (Python start and
+    imports, config, the summary): wall - session - stages - stop."""
+    seen = {kind: float(value) for kind, value in SESSION_LINE.findall(log_text)}
+    catalog = CATALOG_LINE.findall(log_text)
+    fixed = {
+        "session_start": seen.get("started"),
+        "catalog": float(catalog[-1]) if catalog else 0.0,
+        "session_stop": seen.get("stopped"),
+    }
+    stages = result.get("stages_s", {}).get("total")
+    if stages is not None and None not in fixed.values():
+        fixed["other"] = round(
+            result["wall_s"] - stages - fixed["session_start"] - fixed["catalog"] - fixed["session_stop"], 2
+        )
+    return fixed
 
 
 def _limit_memory(limit_bytes: int):
@@ -216,22 +254,26 @@ def _limit_memory(limit_bytes: int):
     return apply
 
 
-def run_baseline(data: Path, out: Path, memory_limit: int) -> dict:
+#: The single-process contenders: the results' key -> their script.
+CONTENDERS = {"baseline": "baseline_pandas.py", "duckdb": "baseline_duckdb.py"}
+
+
+def run_baseline(data: Path, out: Path, memory_limit: int, name: str = "baseline") -> dict:
     out.mkdir(parents=True, exist_ok=True)
     result = run_monitored(
         [
             PYTHON,
-            str(REPO / "scripts" / "baseline_pandas.py"),
+            str(REPO / "scripts" / CONTENDERS[name]),
             "--input",
             str(data / "transactions"),
             "--output",
-            str(out / "baseline"),
+            str(out / name),
         ],
-        out / "baseline.log",
+        out / f"{name}.log",
         preexec_fn=_limit_memory(memory_limit),
     )
-    timings = out / "baseline" / "timings.json"
-    log_text = (out / "baseline.log").read_text(errors="replace")
+    timings = out / name / "timings.json"
+    log_text = (out / f"{name}.log").read_text(errors="replace")
     if result["returncode"] == 0 and timings.is_file():
         summary = json.loads(timings.read_text())
         result.update(
@@ -291,32 +333,71 @@ def planted_ari(entries: dict[str, dict]) -> None:
         spark.stop()
 
 
+#: The job's stages shown in the per-stage table (the rest are summed in "other stages").
+STAGES = ("read", "validate", "features", "prepare", "model", "profile", "recommend", "report", "write")
+
+
+def _wall(entry: dict) -> float | None:
+    return entry.get("wall_s") if entry.get("status") == "ok" else None
+
+
+def _ratio(job: dict, other: dict) -> str:
+    return f"{_wall(job) / _wall(other):.2f}" if _wall(job) and _wall(other) else "-"
+
+
+def _shown(entry: dict) -> str:
+    return str(entry["wall_s"]) if entry.get("status") == "ok" else entry.get("status", "not run")
+
+
 def markdown(results: dict) -> str:
     m = results["machine"]
     lines = [
         f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gb']} GB RAM, {m['os']}, {m['java']}, "
         f"PySpark {m['pyspark']}, Python {m['python']}.",
         "",
-        "| lines | customers | job s | baseline s | job / baseline | job rows/s | job peak RSS tree MB | driver heap "
-        "peak MB (limit) | baseline peak RSS MB | model stage s | ARI at true k | load avg (1 min) job / baseline "
-        "| run at (UTC) |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |",
+        "| lines | descriptions | customers | job s | pandas s | DuckDB s | job / pandas | job / DuckDB | job rows/s "
+        "| job peak RSS tree MB | driver heap peak MB (limit) | pandas peak RSS MB | ARI at true k "
+        "| load avg (1 min) job / pandas | run at (UTC) |",
+        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |",
     ]
-    for size, e in sorted(results["sizes"].items(), key=lambda kv: kv[1]["lines"]):
-        job, base = e.get("job", {}), e.get("baseline", {})
-        base_s = base.get("wall_s") if base.get("status") == "ok" else base.get("status", "not run")
-        ratio = (
-            f"{job['wall_s'] / base['wall_s']:.2f}"
-            if base.get("status") == "ok" and job.get("status") == "ok"
-            else "-"
-        )
+    ordered = sorted(results["sizes"].items(), key=lambda kv: (kv[1]["lines"], kv[0]))
+    for _, e in ordered:
+        job, base, duck = e.get("job", {}), e.get("baseline", {}), e.get("duckdb", {})
+        words = e["data"]["params"].get("description_words")
         lines.append(
-            f"| {size} | {e['data']['params']['customers']:,} | {job.get('wall_s', '-')} | {base_s} | {ratio} "
-            f"| {e['lines'] / job['wall_s']:,.0f} | {job.get('peak_rss_tree_mb', '-')} "
+            f"| {label(e['lines'])} | {'catalog names' if words is None else f'{words} words'} "
+            f"| {e['data']['params']['customers']:,} | {job.get('wall_s', '-')} | {_shown(base)} | {_shown(duck)} "
+            f"| {_ratio(job, base)} | {_ratio(job, duck)} | {e['lines'] / job['wall_s']:,.0f} | {job.get('peak_rss_tree_mb', '-')} "
             f"| {job.get('driver_heap_peak_used_mb', '-')} ({job.get('driver_heap_limit', '-')}) "
-            f"| {base.get('peak_rss_tree_mb', '-')} | {job.get('stages_s', {}).get('model', '-')} "
-            f"| {e.get('ari_true_k', '-')} | {job.get('load_before', ['-'])[0]} / {base.get('load_before', ['-'])[0]} "
-            f"| {e['run_at']} |"
+            f"| {base.get('peak_rss_tree_mb', '-')} | {e.get('ari_true_k', '-')} "
+            f"| {job.get('load_before', ['-'])[0]} / {base.get('load_before', ['-'])[0]} | {e['run_at']} |"
+        )
+    lines += [
+        "",
+        "The job's seconds per stage, and its fixed costs (Spark session start with the JVM, catalog, session "
+        "stop, the rest outside the stages):",
+        "",
+        "| lines | descriptions | "
+        + " | ".join(STAGES)
+        + " | other stages | session start | catalog | session stop "
+        "| other | wall |",
+        "| ---: | --- |" + " ---: |" * (len(STAGES) + 6),
+    ]
+    for _, e in ordered:
+        job = e.get("job", {})
+        stages = job.get("stages_s", {})
+        if not stages:
+            continue
+        fixed = job.get("fixed_s", {})
+        shown = [stages.get(st, "-") for st in STAGES]
+        # `total` sums the top-level stages (recommend's steps are inside `recommend`)
+        other = stages.get("total", 0) - sum(v for st, v in stages.items() if st in STAGES)
+        words = e["data"]["params"].get("description_words")
+        lines.append(
+            f"| {label(e['lines'])} | {'catalog names' if words is None else f'{words} words'} | "
+            + " | ".join(str(v) for v in shown)
+            + f" | {other:.1f} | {fixed.get('session_start', '-')} | {fixed.get('catalog', '-')} "
+            f"| {fixed.get('session_stop', '-')} | {fixed.get('other', '-')} | {job['wall_s']} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -324,16 +405,38 @@ def markdown(results: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="1M,10M", help="comma-separated line counts: 1M,10M,50M,100M")
+    parser.add_argument(
+        "--description-words",
+        default="catalog",
+        help="comma-separated description widths per size: catalog (the generator's names), or a word count "
+        "(0: the product number alone)",
+    )
     parser.add_argument("--data-dir", default="bench-data", help="generated data (reused between runs)")
     parser.add_argument("--work-dir", default="bench-work", help="job and baseline outputs and logs")
     parser.add_argument("--out", default="benchmarks", help="benchmark.json and benchmark.md go here")
     parser.add_argument("--driver-memory", default="4g")
     parser.add_argument(
-        "--baseline-memory-limit", type=parse_size, default=20 * 2**30, help="bytes, e.g. 20G"
+        "--baseline-memory-limit",
+        type=parse_size,
+        default=20 * 2**30,
+        help="bytes, e.g. 20G (both contenders)",
     )
-    parser.add_argument("--skip-baseline", action="store_true")
+    parser.add_argument(
+        "--contenders",
+        default="baseline,duckdb",
+        help="comma-separated single-process contenders run beside the job: baseline (pandas), duckdb",
+    )
+    parser.add_argument("--skip-baseline", action="store_true", help="the job alone")
     args = parser.parse_args(argv)
     sizes = [parse_size(s) for s in args.sizes.split(",")]
+    widths = [w.strip() for w in args.description_words.split(",")]
+    for w in widths:
+        if w != "catalog" and not w.isdigit():
+            parser.error(f"--description-words: expected catalog or a word count, got {w!r}")
+    contenders = [] if args.skip_baseline else [c.strip() for c in args.contenders.split(",") if c.strip()]
+    unknown = set(contenders) - set(CONTENDERS)
+    if unknown:
+        parser.error(f"--contenders: unknown {sorted(unknown)}; known: {sorted(CONTENDERS)}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results_path = out / "benchmark.json"
@@ -341,26 +444,31 @@ def main(argv: list[str] | None = None) -> int:
     results["machine"] = machine()
     now: dict[str, dict] = {}
     for lines in sizes:
-        name = label(lines)
-        print(f"{name} lines:")
-        data = generate(lines, Path(args.data_dir))
-        work = Path(args.work_dir) / f"lines_{name}"
-        entry = {
-            "lines": lines,
-            "data": data,
-            "work": str(work),
-            "run_at": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M"),
-        }
-        entry["job"] = run_job(Path(data["path"]), work, args.driver_memory)
-        print(
-            f"  job: {entry['job']['status']} in {entry['job']['wall_s']} s (load {entry['job']['load_before']})"
-        )
-        if not args.skip_baseline:
-            entry["baseline"] = run_baseline(Path(data["path"]), work, args.baseline_memory_limit)
-            print(f"  baseline: {entry['baseline']['status']} in {entry['baseline']['wall_s']} s")
-            if entry["baseline"]["status"] == "ok" and entry["job"]["status"] == "ok":
-                entry["job_over_baseline"] = round(entry["job"]["wall_s"] / entry["baseline"]["wall_s"], 3)
-        now[name] = entry
+        for words in widths:
+            name = variant(lines, words)
+            print(f"{name} lines:")
+            data = generate(lines, Path(args.data_dir), words)
+            work = Path(args.work_dir) / f"lines_{name.replace('/', '_')}"
+            entry = {
+                "lines": lines,
+                "data": data,
+                "work": str(work),
+                "run_at": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M"),
+            }
+            entry["job"] = run_job(Path(data["path"]), work, args.driver_memory)
+            print(
+                f"  job: {entry['job']['status']} in {entry['job']['wall_s']} s "
+                f"(load {entry['job']['load_before']}; fixed {entry['job']['fixed_s']})"
+            )
+            for contender in contenders:
+                entry[contender] = run_baseline(
+                    Path(data["path"]), work, args.baseline_memory_limit, contender
+                )
+                print(f"  {contender}: {entry[contender]['status']} in {entry[contender]['wall_s']} s")
+                if entry[contender]["status"] == "ok" and entry["job"]["status"] == "ok":
+                    key = "job_over_baseline" if contender == "baseline" else f"job_over_{contender}"
+                    entry[key] = round(entry["job"]["wall_s"] / entry[contender]["wall_s"], 3)
+            now[name] = entry
     planted_ari(now)
     for name, entry in now.items():
         print(f"{name}: ARI at true k {entry.get('ari_true_k')}")

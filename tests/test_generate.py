@@ -5,11 +5,23 @@ from __future__ import annotations
 
 import argparse
 import copy
+import importlib.util
+import json
+from pathlib import Path
 
+import pandas as pd
 import pytest
 from pyspark.sql import functions as F
 
-from jobs.generate_transactions import CUSTOMER_TYPES, GeneratorParams, generate, parse_size
+from jobs.generate_transactions import (
+    CUSTOMER_TYPES,
+    PRODUCTS,
+    WORDS,
+    GeneratorParams,
+    description,
+    generate,
+    parse_size,
+)
 from segmentation.config import DEFAULTS
 from segmentation.features.rfm import customer_features, with_line_kind
 from segmentation.model.kmeans import fit_kmeans
@@ -52,6 +64,30 @@ def test_parse_size():
         parse_size("ten")
 
 
+def test_description_words_set_the_string_width(spark):
+    """The benchmark's knob: the catalog's names by default, N words drawn per product, or the number alone."""
+    products = spark.range(300).select(F.col("id").alias("p"))
+    widths = {"catalog": None, "number": 0, "long": 12}
+    out = products.select("p", *[description(F.col("p"), w).alias(n) for n, w in widths.items()]).toPandas()
+    assert (
+        out.catalog.iloc[3] == f"{PRODUCTS[3]} 3"
+        and out.catalog.iloc[len(PRODUCTS)] == f"{PRODUCTS[0]} {len(PRODUCTS)}"
+    )
+    assert out.number.tolist() == [str(p) for p in range(300)]
+    words = out["long"].str.split()
+    assert words.map(len).eq(13).all() and (words.str[-1] == out.p.astype(str)).all()
+    assert set(words.str[:-1].sum()) <= set(WORDS)
+    assert out["long"].str.len().mean() > 2 * out.catalog.str.len().mean()
+    # a product's words are its own: the same on every line, another product's differ
+    again = products.select(description(F.col("p"), 12).alias("long")).toPandas()
+    assert (
+        again["long"].tolist() == out["long"].tolist()
+        and out["long"].str.rsplit(" ", n=1).str[0].nunique() == 300
+    )
+    with pytest.raises(ValueError, match="description words must be 0..100, got -1"):
+        GeneratorParams(lines=10, customers=1, description_words=-1).check()
+
+
 def test_same_seed_same_rows_on_any_partitioning(spark, generated):
     out, summary = generated
     a = spark.read.parquet(str(out / "a" / "transactions"))
@@ -68,6 +104,29 @@ def test_same_seed_same_rows_on_any_partitioning(spark, generated):
     # customer type shares near the planted ones (500 customers: +-7 points)
     for t in CUSTOMER_TYPES:
         assert summary["customers_per_type"][t.name] / PARAMS.customers == pytest.approx(t.share, abs=0.07)
+
+
+def test_the_benchmarks_contenders_compute_the_same_features(generated, tmp_path):
+    """The pandas and the DuckDB baselines (scripts/) clean and aggregate alike on the defective lines: the same
+    customers with the same recency, frequency and net value, and the same k from the same sweep."""
+    scripts = Path(__file__).resolve().parent.parent / "scripts"
+    results = {}
+    for name in ("baseline_pandas", "baseline_duckdb"):
+        spec = importlib.util.spec_from_file_location(name, scripts / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        out = tmp_path / name
+        assert module.main(["--input", str(generated[0] / "a" / "transactions"), "--output", str(out)]) == 0
+        summary = json.loads((out / "timings.json").read_text())
+        segments = pd.read_parquet(out / "segments.parquet").set_index("CustomerID").sort_index()
+        results[name] = summary, segments
+    (pandas_summary, by_pandas), (duckdb_summary, by_duckdb) = results.values()
+    assert pandas_summary["input_rows"] == duckdb_summary["input_rows"] == PARAMS.lines
+    assert 400 < len(by_pandas) <= PARAMS.customers and by_pandas.index.equals(by_duckdb.index)
+    for column in ("recency_days", "frequency"):
+        assert by_pandas[column].astype(int).tolist() == by_duckdb[column].astype(int).tolist(), column
+    assert by_pandas.monetary.to_numpy() == pytest.approx(by_duckdb.monetary.to_numpy(), rel=1e-9)
+    assert pandas_summary["chosen_k"] == duckdb_summary["chosen_k"]
 
 
 def test_default_config_reads_it_and_defects_have_the_configured_shares(spark, generated):

@@ -6,17 +6,21 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import json
+import math
+import random
 from decimal import Decimal
 
 import pandas as pd
 import pytest
+from pyspark.ml.evaluation import RankingEvaluator
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from segmentation.config import DEFAULTS, validate_config
 from segmentation.errors import SchemaError
 from segmentation.pipeline import run_segmentation
-from segmentation.recommend.baskets import ALL_CUSTOMERS, basket_rules, min_support
+from segmentation.recommend.baskets import ALL_CUSTOMERS, basket_rules, min_support, sampled
+from segmentation.recommend.evaluation import METRICS, ranking_metrics
 from segmentation.recommend.products import pattern_match, product_purchases
 
 from . import synthetic
@@ -133,6 +137,37 @@ def test_a_small_segment_has_no_rules(spark):
     assert {r.segment_name for r in rules_df.collect()} == {ALL_CUSTOMERS, "Large"}
 
 
+def test_a_large_set_is_mined_on_a_sample_the_same_on_any_partitioning(spark):
+    """Above `max_baskets` a set is mined on a seeded sample of about that many baskets; the sample draws on a
+    hash of the order, so the same seed gives the same baskets (and rules) whatever the partitioning."""
+    # 2,000 baskets: {A, B} in 3 of 4, {A, C} in the rest: A -> B's confidence is 3/4 in any fair sample
+    rows = [(1, ["A", "B"] if i % 4 else ["A", "C"], i * 7919) for i in range(2000)]
+    df = spark.createDataFrame(rows, "segment_id int, items array<string>, _basket long")
+    one, four = sampled(df.coalesce(1), 0.25, 42), sampled(df.repartition(4), 0.25, 42)
+    drawn = sorted(r._basket for r in one.collect())
+    assert drawn == sorted(r._basket for r in four.collect())
+    assert 400 < len(drawn) < 600 and drawn != sorted(r._basket for r in sampled(df, 0.25, 7).collect())
+    names = spark.createDataFrame([], "product_id string, product_name string")
+    cfg = {
+        "min_support": 0.1,
+        "min_baskets": 20,
+        "max_items": 200,
+        "max_baskets": 500,
+        "min_confidence": 0.5,
+        "max_rules": 50,
+    }
+    rules_df, summary = basket_rules(spark, df.repartition(3), {1: "Big"}, names, cfg, seed=42)
+    # A -> B, B -> A, C -> A (A -> C, 1/4, is below the confidence)
+    assert summary["Big"] == {"baskets": 2000, "rules": 3, "min_support": 0.1, "sampled": True}
+    rules = {(r.segment_name, tuple(r.antecedent), tuple(r.consequent)): r for r in rules_df.collect()}
+    a_b = rules[("Big", ("A",), ("B",))]
+    # mined on the sample: its counts, not the set's (the sample's share of {A, B} is near 3/4)
+    in_sample = [b for _, b, h in rows if h in set(drawn)]
+    share = sum(b == ["A", "B"] for b in in_sample) / len(in_sample)
+    assert a_b.baskets == 2000 and a_b.confidence == pytest.approx(share, abs=1e-12)
+    assert abs(share - 0.75) < 0.06
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # The whole stage on generated data with planted product preferences
 
@@ -153,6 +188,50 @@ def planted(spark, tmp_path_factory):
     out = tmp / "out"
     lines = spark.read.parquet(str(tmp / "gen" / "transactions")).toPandas()
     return out, manifest, summary, lines
+
+
+def test_ranking_metrics_are_the_ranking_evaluators(spark):
+    """The one-aggregation metrics equal RankingEvaluator's: by hand per customer, and averaged over the hand
+    cases (hits anywhere, lists shorter and longer than k, labels longer than k, no hit, an empty prediction,
+    an empty label) and over 200 drawn ones."""
+    k = 5
+    hand = [
+        ([1.0, 2.0, 3.0, 4.0, 5.0], [2.0, 5.0]),  # hits at 2 and 5
+        ([7.0, 8.0], [8.0, 9.0, 10.0]),  # shorter than k, a hit at 2
+        ([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0], [6.0, 7.0]),  # hits past k: MAP counts them, @k does not
+        ([1.0, 2.0, 3.0], [4.0]),  # no hit
+        ([], [1.0, 2.0]),  # nothing predicted
+        ([1.0, 2.0], []),  # no label: 0 everywhere
+        ([3.0, 1.0, 2.0, 9.0, 8.0], [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]),  # more labels than k
+    ]
+    rng = random.Random(7)
+    drawn = [
+        (rng.sample(range(30), rng.randint(0, 8)), rng.sample(range(30), rng.randint(1, 9)))
+        for _ in range(200)
+    ]
+    rows = hand + [([float(x) for x in p], [float(x) for x in lab]) for p, lab in drawn]
+    df = spark.createDataFrame(rows, "prediction array<double>, label array<double>")
+    ours = df.select(
+        *[v.alias(c) for c, v in ranking_metrics(F.col("prediction"), F.col("label"), k).items()]
+    ).toPandas()
+    # the hand cases, by hand: precision 2/5, recall 2/2, NDCG (1/log 3 + 1/log 6) / (1/log 2 + 1/log 3),
+    # MAP (1/2 + 2/5) / 2
+    first = ours.iloc[0]
+    assert first.precision_at_k == pytest.approx(0.4)
+    assert first.recall_at_k == pytest.approx(1.0)
+    ndcg = (1 / math.log(3) + 1 / math.log(6)) / (1 / math.log(2) + 1 / math.log(3))
+    assert first.ndcg_at_k == pytest.approx(ndcg)
+    assert first["map"] == pytest.approx((1 / 2 + 2 / 5) / 2)
+    assert ours.iloc[2].tolist() == pytest.approx([0.0, 0.0, 0.0, (1 / 6 + 2 / 7) / 2])
+    assert ours.iloc[5].tolist() == [0.0, 0.0, 0.0, 0.0]
+    # the hand cases alone and all the rows, against the evaluator
+    for metric, column in METRICS.items():
+        evaluator = RankingEvaluator(predictionCol="prediction", labelCol="label", metricName=metric, k=k)
+        hand_only = df.limit(len(hand))
+        assert ours[column].iloc[: len(hand)].mean() == pytest.approx(
+            evaluator.evaluate(hand_only), abs=1e-12
+        )
+        assert ours[column].mean() == pytest.approx(evaluator.evaluate(df), abs=1e-12), column
 
 
 def test_als_beats_popularity_on_planted_preferences(planted):

@@ -43,16 +43,26 @@ RULES_SCHEMA = T.StructType(
 )
 
 
-def baskets(purchases_df: DataFrame, segment_of_df: DataFrame) -> DataFrame:
+def baskets(purchases_df: DataFrame, segment_of_df: DataFrame, partitions: int | None = None) -> DataFrame:
     """One row per order with two or more products: `segment_id` (null for an unclustered customer), `items`
-    (sorted, unique). A single-item basket supports no rule."""
-    return (
+    (sorted, unique) and `_basket`, a hash of the order (what a sample draws on). A single-item basket supports
+    no rule. `partitions`: coalesced to that many (one per core: every FPGrowth fit scans them, a task per
+    partition)."""
+    grouped = (
         purchases_df.groupBy("customer_id", "order_key")
         .agg(F.array_sort(F.collect_set("product_id")).alias("items"))
         .filter(F.size("items") >= 2)
         .join(segment_of_df.select("customer_id", "segment_id"), "customer_id", "left")
-        .select("segment_id", "items")
+        .select("segment_id", "items", F.xxhash64("customer_id", "order_key").alias("_basket"))
     )
+    return grouped.coalesce(partitions) if partitions else grouped
+
+
+def sampled(baskets_df: DataFrame, fraction: float, seed: int) -> DataFrame:
+    """About `fraction` of the baskets, the same ones for the same seed on any partitioning (a hash of the
+    seed and the order below the fraction)."""
+    drawn = F.xxhash64(F.lit(seed), F.col("_basket")).bitwiseAND(F.lit((1 << 53) - 1)) / F.lit(float(1 << 53))
+    return baskets_df.filter(drawn < F.lit(fraction))
 
 
 def min_support(basket_count: int, cfg: dict[str, Any], kth_item_baskets: int = 0) -> float:
@@ -145,7 +155,7 @@ def basket_rules(
     def fit(s: tuple) -> DataFrame:
         subset = baskets_df if s[0] is None else baskets_df.filter(F.col("segment_id") == s[0])
         if s[2] > cap:  # a seeded sample: supports from 100,000 baskets are within a fraction of a percent
-            subset = subset.sample(withReplacement=False, fraction=cap / s[2], seed=seed)
+            subset = sampled(subset, cap / s[2], seed)
         return _rules(subset, supports[s[1]], cfg, s)
 
     # each fit is a few Spark jobs of one task per core: two at once keep the cores busy

@@ -112,7 +112,7 @@ def recommend(
     with timer.stage("recommend_baskets"):
         tables["basket_rules"], manifest["basket_rules"] = basket_rules(
             spark,
-            keep(baskets(purchases_df, segment_of_df)),
+            keep(baskets(purchases_df, segment_of_df, spark.sparkContext.defaultParallelism)),
             names,
             names_df,
             rcfg["baskets"],
@@ -128,9 +128,7 @@ def recommend(
         length = top_n + int(stats["deepest"] or 0)
         by_item = rated.select("customer_id", F.col("item").alias("product_id"), "value")
         lists = popular(by_item, segment_of_df, length).unionByName(popular(by_item, None, length))
-        recs = recommendations(
-            keep(als_top(model, rated, top_n, every_user=True)), indexed, customers_df, lists, top_n
-        )
+        recs = recommendations(keep(als_top(model, rated, top_n)), indexed, customers_df, lists, top_n)
         tables["recommendations"] = keep(
             recs.join(F.broadcast(names_df), "product_id", "left").select(
                 "customer_id",
@@ -149,6 +147,13 @@ def recommend(
     if rcfg["evaluation"]["enabled"]:
         with timer.stage("recommend_evaluation"):
             tables["recommendation_eval"], manifest["evaluation"] = evaluate(
-                spark, purchases_df, segment_of_df, names, snapshot_date, rcfg, seed
+                spark,
+                purchases_df,
+                segment_of_df,
+                names,
+                snapshot_date,
+                rcfg,
+                seed,
+                customers=int(stats["customers"]),
             )
     return Recommendations({t: df.withColumn("run_id", F.lit(run_id)) for t, df in tables.items()}, manifest)
