@@ -20,7 +20,7 @@ from segmentation.config import DEFAULTS, validate_config
 from segmentation.errors import SchemaError
 from segmentation.pipeline import run_segmentation
 from segmentation.recommend.baskets import ALL_CUSTOMERS, basket_rules, min_support, sampled
-from segmentation.recommend.evaluation import METRICS, ranking_metrics
+from segmentation.recommend.evaluation import METRICS, ranking_metrics, sampled_customers
 from segmentation.recommend.products import pattern_match, product_purchases
 
 from . import synthetic
@@ -188,6 +188,21 @@ def planted(spark, tmp_path_factory):
     out = tmp / "out"
     lines = spark.read.parquet(str(tmp / "gen" / "transactions")).toPandas()
     return out, manifest, summary, lines
+
+
+def test_the_evaluation_samples_customers_with_the_seed(spark):
+    """At most about `max_customers` customers, all their lines, the same ones for the same seed (counted or
+    told how many bought); all of them when fewer."""
+    lines = spark.range(3000).select((F.col("id") % 1000).cast("string").alias("customer_id"), "id")
+    picked = {
+        seed: sorted({r.customer_id for r in sampled_customers(lines, 200, seed).collect()})
+        for seed in (1, 2)
+    }
+    assert 150 < len(picked[1]) < 250 and picked[1] != picked[2]
+    told = sampled_customers(lines, 200, 1, customers=1000)
+    assert sorted({r.customer_id for r in told.collect()}) == picked[1]
+    assert told.count() == 3 * len(picked[1])  # every line of a drawn customer
+    assert sampled_customers(lines, 1000, 1) is lines
 
 
 def test_ranking_metrics_are_the_ranking_evaluators(spark):

@@ -110,8 +110,8 @@ def sampled_customers(
     purchases_df: DataFrame, max_customers: int, seed: int, customers: int | None = None
 ) -> DataFrame:
     """The purchases of a seeded sample of about `max_customers` customers (all of them when fewer): a customer
-    is in when a hash of (seed, id) falls below the share, so the same seed picks the same customers.
-    `customers`: how many bought (counted here when not given)."""
+    is in when a hash of (seed, id) falls below the share, so the same seed picks the same customers; a sample
+    is checkpointed in the executors. `customers`: how many bought (counted here when not given)."""
     if customers is None:
         customers = purchases_df.select("customer_id").distinct().count()
     if customers <= max_customers:
@@ -120,7 +120,9 @@ def sampled_customers(
     drawn = F.xxhash64(F.lit(seed), F.col("customer_id")).bitwiseAND(F.lit((1 << 53) - 1)) / F.lit(
         float(1 << 53)
     )
-    return purchases_df.filter(drawn < F.lit(share))
+    # read once: the split, the indices, the fit and the labels all scan the sample (a scan of every purchase
+    # each, before)
+    return purchases_df.filter(drawn < F.lit(share)).localCheckpoint()
 
 
 def evaluation_frame(
