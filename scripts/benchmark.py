@@ -179,12 +179,12 @@ def generate(lines: int, data_dir: Path, words: str = "catalog") -> dict:
     return {"path": str(target), **json.loads(summary.read_text())}
 
 
-def run_job(data: Path, out: Path, driver_memory: str) -> dict:
+def run_job(data: Path, out: Path, driver_memory: str, master: str | None = None) -> dict:
     gc_log = out / "driver-gc.log"
     out.mkdir(parents=True, exist_ok=True)
     env = {
         **os.environ,
-        "SPARK_MASTER": os.environ.get("SPARK_MASTER", "local[2]"),
+        "SPARK_MASTER": master or os.environ.get("SPARK_MASTER", "local[2]"),
         "PYSPARK_SUBMIT_ARGS": f"--driver-memory {driver_memory} --driver-java-options -Xlog:gc:file={gc_log} "
         "pyspark-shell",
     }
@@ -345,6 +345,11 @@ def _ratio(job: dict, other: dict) -> str:
     return f"{_wall(job) / _wall(other):.2f}" if _wall(job) and _wall(other) else "-"
 
 
+def _scaling(entry: dict) -> str:
+    run = entry.get("scaling")
+    return f"{run['master']}: {run['wall_s']} ({run['speedup']}x)" if run else "-"
+
+
 def _shown(entry: dict) -> str:
     return str(entry["wall_s"]) if entry.get("status") == "ok" else entry.get("status", "not run")
 
@@ -357,8 +362,8 @@ def markdown(results: dict) -> str:
         "",
         "| lines | descriptions | customers | job s | pandas s | DuckDB s | job / pandas | job / DuckDB | job rows/s "
         "| job peak RSS tree MB | driver heap peak MB (limit) | pandas peak RSS MB | ARI at true k "
-        "| load avg (1 min) job / pandas | run at (UTC) |",
-        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |",
+        "| job on fewer cores s (speed-up) | load avg (1 min) job / pandas | run at (UTC) |",
+        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- | --- |",
     ]
     ordered = sorted(results["sizes"].items(), key=lambda kv: (kv[1]["lines"], kv[0]))
     for _, e in ordered:
@@ -369,7 +374,7 @@ def markdown(results: dict) -> str:
             f"| {e['data']['params']['customers']:,} | {job.get('wall_s', '-')} | {_shown(base)} | {_shown(duck)} "
             f"| {_ratio(job, base)} | {_ratio(job, duck)} | {e['lines'] / job['wall_s']:,.0f} | {job.get('peak_rss_tree_mb', '-')} "
             f"| {job.get('driver_heap_peak_used_mb', '-')} ({job.get('driver_heap_limit', '-')}) "
-            f"| {base.get('peak_rss_tree_mb', '-')} | {e.get('ari_true_k', '-')} "
+            f"| {base.get('peak_rss_tree_mb', '-')} | {e.get('ari_true_k', '-')} | {_scaling(e)} "
             f"| {job.get('load_before', ['-'])[0]} / {base.get('load_before', ['-'])[0]} | {e['run_at']} |"
         )
     lines += [
@@ -427,6 +432,11 @@ def main(argv: list[str] | None = None) -> int:
         help="comma-separated single-process contenders run beside the job: baseline (pandas), duckdb",
     )
     parser.add_argument("--skip-baseline", action="store_true", help="the job alone")
+    parser.add_argument(
+        "--scaling-master",
+        help="also run the job with this master (e.g. local[1]) on the first width of each size: the speed-up of "
+        "SPARK_MASTER (local[2]) over it is recorded (`scaling`)",
+    )
     args = parser.parse_args(argv)
     sizes = [parse_size(s) for s in args.sizes.split(",")]
     widths = [w.strip() for w in args.description_words.split(",")]
@@ -460,6 +470,17 @@ def main(argv: list[str] | None = None) -> int:
                 f"  job: {entry['job']['status']} in {entry['job']['wall_s']} s "
                 f"(load {entry['job']['load_before']}; fixed {entry['job']['fixed_s']})"
             )
+            if args.scaling_master and words == widths[0]:
+                fewer = run_job(Path(data["path"]), work / "scaling", args.driver_memory, args.scaling_master)
+                entry["scaling"] = {
+                    "master": args.scaling_master,
+                    "wall_s": fewer["wall_s"],
+                    "stages_s": fewer.get("stages_s"),
+                    "speedup": round(fewer["wall_s"] / entry["job"]["wall_s"], 3)
+                    if fewer["status"] == entry["job"]["status"] == "ok"
+                    else None,
+                }
+                print(f"  job with {args.scaling_master}: {fewer['status']} in {fewer['wall_s']} s")
             for contender in contenders:
                 entry[contender] = run_baseline(
                     Path(data["path"]), work, args.baseline_memory_limit, contender
