@@ -153,8 +153,10 @@ def description(product: Column, words: int | None) -> Column:
             )
             for i in range(words)
         ]
-        name = F.concat_ws(" ", *drawn) if drawn else F.lit("")
-    return F.concat_ws(" ", F.when(name != "", name), product.cast("string"))
+        if not drawn:
+            return product.cast("string")
+        name = F.concat_ws(" ", *drawn)
+    return F.concat_ws(" ", name, product.cast("string"))
 
 
 def normal(seed: int, tag: str, *cols: Column) -> Column:

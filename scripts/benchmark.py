@@ -357,13 +357,14 @@ def _shown(entry: dict) -> str:
 def markdown(results: dict) -> str:
     m = results["machine"]
     lines = [
-        f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gb']} GB RAM, {m['os']}, {m['java']}, "
+        f"Machine of the latest run (each row names its own): {m['cpu']}, {m['cores']} cores, {m['memory_gb']} GB RAM, {m['os']}, {m['java']}, "
         f"PySpark {m['pyspark']}, Python {m['python']}.",
         "",
         "| lines | descriptions | customers | job s | pandas s | DuckDB s | job / pandas | job / DuckDB | job rows/s "
         "| job peak RSS tree MB | driver heap peak MB (limit) | pandas peak RSS MB | ARI at true k "
-        "| job on fewer cores s (speed-up) | load avg (1 min) job / pandas | run at (UTC) |",
-        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- | --- |",
+        "| job on fewer cores s (speed-up) | load avg (1 min) job / pandas | run at (UTC) | machine, PySpark |",
+        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- | --- "
+        "| --- |",
     ]
     ordered = sorted(results["sizes"].items(), key=lambda kv: (kv[1]["lines"], kv[0]))
     for _, e in ordered:
@@ -375,7 +376,8 @@ def markdown(results: dict) -> str:
             f"| {_ratio(job, base)} | {_ratio(job, duck)} | {e['lines'] / job['wall_s']:,.0f} | {job.get('peak_rss_tree_mb', '-')} "
             f"| {job.get('driver_heap_peak_used_mb', '-')} ({job.get('driver_heap_limit', '-')}) "
             f"| {base.get('peak_rss_tree_mb', '-')} | {e.get('ari_true_k', '-')} | {_scaling(e)} "
-            f"| {job.get('load_before', ['-'])[0]} / {base.get('load_before', ['-'])[0]} | {e['run_at']} |"
+            f"| {job.get('load_before', ['-'])[0]} / {base.get('load_before', ['-'])[0]} | {e['run_at']} "
+            f"| {e.get('machine', {}).get('cpu', '-')}, {e.get('machine', {}).get('pyspark', '-')} |"
         )
     lines += [
         "",
@@ -461,6 +463,7 @@ def main(argv: list[str] | None = None) -> int:
             work = Path(args.work_dir) / f"lines_{name.replace('/', '_')}"
             entry = {
                 "lines": lines,
+                "machine": results["machine"],
                 "data": data,
                 "work": str(work),
                 "run_at": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M"),

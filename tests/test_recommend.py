@@ -70,20 +70,26 @@ def test_non_products_returns_and_common_codes_are_left_out(spark):
     }
 
 
+def basket_cfg(**overrides) -> dict:
+    """`recommend.baskets` settings for the hand-made baskets: these, with `overrides`."""
+    cfg = {
+        "min_support": 0.02,
+        "min_baskets": 20,
+        "max_items": 200,
+        "max_baskets": 100_000,
+        "min_confidence": 0.2,
+        "max_rules": 50,
+    }
+    return {**cfg, **overrides}
+
+
 def test_basket_rules_have_the_known_support_confidence_and_lift(spark):
     # 40 baskets: {A, B} x 20, {A, C} x 10, {B, C} x 10. Rule A -> B: support 20/40, confidence 20/30,
     # lift (20/30) / (30/40) = 8/9
     baskets = [["A", "B"]] * 20 + [["A", "C"]] * 10 + [["B", "C"]] * 10
     df = spark.createDataFrame([(1, b) for b in baskets], "segment_id int, items array<string>")
     names = spark.createDataFrame([("A", "apple"), ("B", "bread")], "product_id string, product_name string")
-    cfg = {
-        "min_support": 0.2,
-        "min_baskets": 2,
-        "max_items": 200,
-        "max_baskets": 100_000,
-        "min_confidence": 0.5,
-        "max_rules": 50,
-    }
+    cfg = basket_cfg(min_support=0.2, min_baskets=2, min_confidence=0.5)
     rules_df, summary = basket_rules(spark, df, {1: "Champions"}, names, cfg)
     rules = {(r.segment_name, tuple(r.antecedent), tuple(r.consequent)): r for r in rules_df.collect()}
     a_b = rules[("Champions", ("A",), ("B",))]
@@ -123,14 +129,7 @@ def test_a_small_segment_has_no_rules(spark):
         [(1, ["A", "B"])] * 5 + [(2, ["A", "B"])] * 30, "segment_id int, items array<string>"
     )
     names = spark.createDataFrame([], "product_id string, product_name string")
-    cfg = {
-        "min_support": 0.02,
-        "min_baskets": 20,
-        "max_items": 200,
-        "max_baskets": 100_000,
-        "min_confidence": 0.2,
-        "max_rules": 50,
-    }
+    cfg = basket_cfg()
     rules_df, summary = basket_rules(spark, df, {1: "Small", 2: "Large"}, names, cfg)
     assert summary["Small"] == {"baskets": 5, "rules": 0, "min_support": None, "sampled": False}
     assert summary["Large"]["rules"] == 2
@@ -148,14 +147,7 @@ def test_a_large_set_is_mined_on_a_sample_the_same_on_any_partitioning(spark):
     assert drawn == sorted(r._basket for r in four.collect())
     assert 400 < len(drawn) < 600 and drawn != sorted(r._basket for r in sampled(df, 0.25, 7).collect())
     names = spark.createDataFrame([], "product_id string, product_name string")
-    cfg = {
-        "min_support": 0.1,
-        "min_baskets": 20,
-        "max_items": 200,
-        "max_baskets": 500,
-        "min_confidence": 0.5,
-        "max_rules": 50,
-    }
+    cfg = basket_cfg(min_support=0.1, max_baskets=500, min_confidence=0.5)
     rules_df, summary = basket_rules(spark, df.repartition(3), {1: "Big"}, names, cfg, seed=42)
     # A -> B, B -> A, C -> A (A -> C, 1/4, is below the confidence)
     assert summary["Big"] == {"baskets": 2000, "rules": 3, "min_support": 0.1, "sampled": True}
