@@ -10,7 +10,9 @@ import math
 import random
 from decimal import Decimal
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 from pyspark.ml.evaluation import RankingEvaluator
 from pyspark.sql import functions as F
@@ -19,6 +21,7 @@ from pyspark.sql import types as T
 from segmentation.config import DEFAULTS, validate_config
 from segmentation.errors import SchemaError
 from segmentation.pipeline import run_segmentation
+from segmentation.recommend.als import top_items
 from segmentation.recommend.baskets import ALL_CUSTOMERS, basket_rules, min_support, sampled
 from segmentation.recommend.evaluation import METRICS, ranking_metrics, sampled_customers
 from segmentation.recommend.products import pattern_match, product_purchases
@@ -180,6 +183,24 @@ def planted(spark, tmp_path_factory):
     out = tmp / "out"
     lines = spark.read.parquet(str(tmp / "gen" / "transactions")).toPandas()
     return out, manifest, summary, lines
+
+
+def test_top_items_leave_out_the_bought_and_unknown_items():
+    """ALS's top N in numpy: scores are user x item factors; bought items and items without factors never
+    come back; ties go to the lower index; a user who bought everything gets nothing (popularity fills)."""
+    factors = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [0.5, 0.5], [9.0, 9.0]], dtype=np.float32)
+    known = np.array([True, True, True, True, False])  # item 4 had no ratings in the fit
+    users = np.array([[1.0, 2.0], [1.0, 1.0], [3.0, 0.0]], dtype=np.float32)
+    bought = pa.array([[2], [], [0, 1, 2, 3]], type=pa.list_(pa.int32()))
+    items, scores, counts = top_items(users, bought, factors, known, 3)
+    # user 0: scores 1, 2, 3 (bought), 1.5 -> 1, 3, 0; user 1: 1, 1, 2, 1 -> 2, then 0 and 1 tie at 1 (and 3):
+    # the lower indices; user 2: everything known was bought
+    assert counts.tolist() == [3, 3, 0]
+    assert items.tolist() == [1, 3, 0, 2, 0, 1]
+    assert scores.tolist() == [2.0, 1.5, 1.0, 2.0, 1.0, 1.0]
+    # a slice of a larger batch (offsets not starting at 0) reads its own users' bought items
+    sliced = pa.array([[0], [2], [], [0, 1, 2, 3]], type=pa.list_(pa.int32())).slice(1)
+    assert top_items(users, sliced, factors, known, 3)[0].tolist() == items.tolist()
 
 
 def test_the_evaluation_samples_customers_with_the_seed(spark):
