@@ -357,8 +357,8 @@ def _shown(entry: dict) -> str:
 def markdown(results: dict) -> str:
     m = results["machine"]
     lines = [
-        f"Machine of the latest run (each row names its own): {m['cpu']}, {m['cores']} cores, {m['memory_gb']} GB RAM, {m['os']}, {m['java']}, "
-        f"PySpark {m['pyspark']}, Python {m['python']}.",
+        f"Machine of the latest run (each row names its own): {m['cpu']}, {m['cores']} cores, "
+        f"{m['memory_gb']} GB RAM, {m['os']}, {m['java']}, PySpark {m['pyspark']}, Python {m['python']}.",
         "",
         "| lines | descriptions | customers | job s | pandas s | DuckDB s | job / pandas | job / DuckDB | job rows/s "
         "| job peak RSS tree MB | driver heap peak MB (limit) | pandas peak RSS MB | ARI at true k "

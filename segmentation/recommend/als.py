@@ -1,10 +1,11 @@
 """Per-customer recommendations: Spark ML ALS with implicit feedback, filled from the segment's popular products.
 
-Takes `products.Products.pairs_df` (customer x product), the customers to recommend to with their segment, and the popularity
-lists of `affinity.popular`, and hands on the `recommendations` table: for every customer the `top_n` products
-they have not bought, with a score and a reason: `als` (the model's preference score), `segment_popular` (the
-share of the customer's segment buying it; for a customer ALS cannot score, or who bought all but a few products) or
-`global_popular` (a customer without a segment). Ids are indexed for ALS (`StringIndexer`) and mapped back.
+Takes `products.Products.pairs_df` (customer x product), the customers to recommend to with their segment, and
+the popularity lists of `affinity.popular`, and hands on the `recommendations` table: for every customer the
+`top_n` products they have not bought, with a score and a reason: `als` (the model's preference score),
+`segment_popular` (the share of the customer's segment buying it; for a customer ALS cannot score, or who bought
+all but a few products) or `global_popular` (a customer without a segment). Ids are indexed for ALS
+(`StringIndexer`) and mapped back.
 """
 
 from __future__ import annotations

@@ -10,9 +10,10 @@ method's list). Three methods, `top_n` products each: `als` (filled from segment
 recommendations are), `segment_popular` and `global_popular`. The metrics are Spark ML RankingEvaluator's
 (precision@k, recall@k, NDCG@k and MAP, binary relevance, as Spark's RankingMetrics defines them), computed as
 column expressions in one aggregation, overall (`segment_id` null) and per segment: the evaluator runs a job per
-metric, method and segment (72 on the bundled data, most of the step's time); the tests hold the two equal. Segments are the run's, assigned on all
-the lines: they know the test period's recency, a mild advantage for `segment_popular` (docs/recommendations.md).
-Everything runs in ALS's item-index space (doubles, as RankingEvaluator takes them).
+metric, method and segment (72 on the bundled data, most of the step's time); the tests hold the two equal.
+Segments are the run's, assigned on all the lines: they know the test period's recency, a mild advantage for
+`segment_popular` (docs/recommendations.md). Everything runs in ALS's item-index space (doubles, as
+RankingEvaluator takes them).
 """
 
 from __future__ import annotations
