@@ -9,6 +9,7 @@ session it needs, calls one library function and prints its summary. `run_job` t
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import logging
 import sys
@@ -90,6 +91,12 @@ class Sessions:
             self.spark = None
             log.info("spark session: stopped in %.1f s", time.perf_counter() - started)
 
+    def stop_before_message(self) -> None:
+        """Stop now, so that a failed job's one line is the last thing it prints (the stop logs a line); a
+        session that fails to stop is left to the final `stop`."""
+        with contextlib.suppress(Exception):
+            self.stop()
+
 
 def run_job(prog: str, verbose: bool, job: Callable[[Sessions], int]) -> int:
     """Run `job` with logging configured; its exit code, or 2 for a user's mistake and 1 for anything else."""
@@ -100,11 +107,13 @@ def run_job(prog: str, verbose: bool, job: Callable[[Sessions], int]) -> int:
     try:
         return job(sessions)
     except SegmentationError as exc:
+        sessions.stop_before_message()
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:  # noqa: BLE001 - one clear line; the trace with --verbose
         if verbose:
             log.exception("unexpected failure")
+        sessions.stop_before_message()
         print(
             f"{prog}: unexpected error: {root_cause(exc)} (rerun with --verbose for details)", file=sys.stderr
         )
