@@ -5,8 +5,9 @@ StandardScaler -> scikit-learn KMeans for k = 2..10 -> knee -> write. Single pro
 
 Same cleaning rules as the job where they matter for the result (missing customer, unparsable numbers and dates,
 price <= 0, exact duplicates, returns netted, customers with monetary <= 0 left out), same features, same k range,
-same knee rule. Writes `segments.parquet` and `timings.json` (seconds per stage) to --output. Needs the `bench`
-extra (scikit-learn).
+same knee rule. Writes `segments.parquet` and `timings.json` (seconds per stage) to --output. Uses the
+project's own dependencies (pandas, scikit-learn); `Laps`, `parse_args` and `sweep_and_write` serve the DuckDB
+contender too (scripts/baseline_duckdb.py).
 """
 
 from __future__ import annotations

@@ -156,8 +156,13 @@ def variant(lines: int, words: str) -> str:
     return label(lines) if words == "catalog" else f"{label(lines)}/words={words}"
 
 
+def folder(name: str) -> str:
+    """A results key's folder name (data and work): 'lines_10M', 'lines_10M_words=0'."""
+    return f"lines_{name.replace('/', '_')}"
+
+
 def generate(lines: int, data_dir: Path, words: str = "catalog") -> dict:
-    target = data_dir / f"lines_{variant(lines, words).replace('/', '_')}"
+    target = data_dir / folder(variant(lines, words))
     summary = target / "generator.json"
     if not summary.is_file():
         started = time.perf_counter()
@@ -350,6 +355,11 @@ def _scaling(entry: dict) -> str:
     return f"{run['master']}: {run['wall_s']} ({run['speedup']}x)" if run else "-"
 
 
+def _width(entry: dict) -> str:
+    words = entry["data"]["params"].get("description_words")
+    return "catalog names" if words is None else f"{words} words"
+
+
 def _shown(entry: dict) -> str:
     return str(entry["wall_s"]) if entry.get("status") == "ok" else entry.get("status", "not run")
 
@@ -369,9 +379,8 @@ def markdown(results: dict) -> str:
     ordered = sorted(results["sizes"].items(), key=lambda kv: (kv[1]["lines"], kv[0]))
     for _, e in ordered:
         job, base, duck = e.get("job", {}), e.get("baseline", {}), e.get("duckdb", {})
-        words = e["data"]["params"].get("description_words")
         lines.append(
-            f"| {label(e['lines'])} | {'catalog names' if words is None else f'{words} words'} "
+            f"| {label(e['lines'])} | {_width(e)} "
             f"| {e['data']['params']['customers']:,} | {job.get('wall_s', '-')} | {_shown(base)} | {_shown(duck)} "
             f"| {_ratio(job, base)} | {_ratio(job, duck)} | {e['lines'] / job['wall_s']:,.0f} | {job.get('peak_rss_tree_mb', '-')} "
             f"| {job.get('driver_heap_peak_used_mb', '-')} ({job.get('driver_heap_limit', '-')}) "
@@ -399,9 +408,8 @@ def markdown(results: dict) -> str:
         shown = [stages.get(st, "-") for st in STAGES]
         # `total` sums the top-level stages (recommend's steps are inside `recommend`)
         other = stages.get("total", 0) - sum(v for st, v in stages.items() if st in STAGES)
-        words = e["data"]["params"].get("description_words")
         lines.append(
-            f"| {label(e['lines'])} | {'catalog names' if words is None else f'{words} words'} | "
+            f"| {label(e['lines'])} | {_width(e)} | "
             + " | ".join(str(v) for v in shown)
             + f" | {other:.1f} | {fixed.get('session_start', '-')} | {fixed.get('catalog', '-')} "
             f"| {fixed.get('session_stop', '-')} | {fixed.get('other', '-')} | {job['wall_s']} |"
@@ -460,7 +468,7 @@ def main(argv: list[str] | None = None) -> int:
             name = variant(lines, words)
             print(f"{name} lines:")
             data = generate(lines, Path(args.data_dir), words)
-            work = Path(args.work_dir) / f"lines_{name.replace('/', '_')}"
+            work = Path(args.work_dir) / folder(name)
             entry = {
                 "lines": lines,
                 "machine": results["machine"],
