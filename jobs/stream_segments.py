@@ -74,11 +74,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
 
     def job(sessions: Sessions) -> int:
-        from segmentation.stream.run import run_stream, stop_on_sigterm
+        from segmentation.stream.run import SESSION_CONF, run_stream, stop_on_sigterm
 
         cfg = job_config(args)
         stop = stop_on_sigterm()
-        spark = sessions.start("stream-segments", conf=session_conf(cfg))
+        spark = sessions.start("stream-segments", conf={**SESSION_CONF, **session_conf(cfg)})
         summary = run_stream(
             spark,
             cfg,

@@ -20,9 +20,11 @@ import pytest
 from segmentation.config import apply_overrides, load_config, validate_config
 from segmentation.errors import InputError
 from segmentation.pipeline import run_segmentation
+from segmentation.publish.stream_store import StreamStore
 from segmentation.publish.tables import SEGMENT_COLUMNS
 from segmentation.score import score_customers
 from segmentation.sources.validate import REJECT_REASONS
+from segmentation.stream.memory import OrdersInMemory
 from segmentation.stream.run import run_stream
 
 from . import synthetic
@@ -501,3 +503,25 @@ def test_an_output_refuses_another_checkpoint(spark, bundled_stream):
         json.loads((tmp / "live" / "_state" / "commits" / "3.json").read_text())["version"]
         == summary["version"]
     )
+
+
+def test_the_order_rows_kept_in_memory_are_the_stores_as_versions_fold(spark, bundled_stream):
+    tmp = bundled_stream[0]
+    store = StreamStore(spark, str(tmp / "live"))
+    last = store.last_commit().version
+    assert last >= 3
+    memory = OrdersInMemory(store, fold_every=2)
+    assert_same_rows(spark, memory.table(0), store.state_table("orders", 0))
+    parts = []
+    for version in range(1, last + 1):
+        memory.add(version, store.version_rows("orders", version).persist())
+        parts.append(len(memory.parts))
+        assert memory.version == version
+    # a part per version, folded into one when there are more than two
+    assert parts[:3] == [2, 1, 2]
+    assert_same_rows(spark, memory.table(last), store.state_table("orders", last))
+    # rows that do not follow the version held are not kept: the next read goes back to the store
+    memory.add(last + 2, store.version_rows("orders", last).persist())
+    assert (memory.version, memory.parts) == (None, [])
+    assert_same_rows(spark, memory.table(last - 1), store.state_table("orders", last - 1))
+    memory.release()

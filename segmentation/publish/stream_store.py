@@ -158,6 +158,13 @@ class StreamStore:
             return self.spark.createDataFrame([], STATE_SCHEMAS[table])
         return self.spark.read.option("basePath", base).parquet(*paths).drop("version")
 
+    def version_rows(self, table: str, version: int) -> DataFrame:
+        """What `version` itself added to `orders` (a plain scan of its files, without the plan that made them)."""
+        path = self._state(table, f"version={version}")
+        if not self.fs.glob(f"{path}/*.parquet"):
+            return self.spark.createDataFrame([], STATE_SCHEMAS[table])
+        return self.spark.read.parquet(path)
+
     # --- publishing a version -----------------------------------------------------------------------------
 
     def clean_committed(self, version: int) -> None:
@@ -194,11 +201,6 @@ class StreamStore:
 
     def staged_rows(self, version: int, table: str) -> int:
         return self.spark.read.parquet(self._staging(version, table)).count()
-
-    def staged_counts(self, version: int, table: str, column: str) -> dict[str, int]:
-        """Rows per value of `column` of a staged table (a small one: rejects)."""
-        counts = self.spark.read.parquet(self._staging(version, table)).groupBy(column).count().collect()
-        return {r[column]: int(r["count"]) for r in counts}
 
     def stage_customer_state(self, version: int, df: DataFrame) -> None:
         df.write.mode("overwrite").parquet(self._staging(version, "customer_state"))

@@ -39,6 +39,7 @@ from segmentation.sources.validate import (
     rejects_table,
     with_after_snapshot_reason,
 )
+from segmentation.stream.memory import OrdersInMemory
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,10 @@ class StreamContext:
     daily_tick: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
     failure: BaseException | None = None
+    orders: OrdersInMemory = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.orders = OrdersInMemory(self.store)
 
     @property
     def originals(self) -> list[str]:
@@ -225,16 +230,23 @@ def apply_version(
     store, model = ctx.store, ctx.model
     version = previous.version + 1
     started = time.time()
+    steps = _Steps()
     store.recover(version)
     persisted: list[DataFrame] = []
+    new_orders = None
     try:
         counts = _empty_counts()
         touched = None
         event_times = None
+        orders = ctx.orders.table(previous.version)
         if raw_df is not None:
             classified, counts = _classify_batch(ctx, previous, version, raw_df, persisted)
+            steps.done("classify")
             lines = _line_kind(ctx, classified.filter(_accepted()))
             store.write_state("orders", version, order_rows(lines))
+            # read back from its files: cached without the batch's plan (a cached frame keeps the plan it
+            # was computed by, broadcast relations and all, for as long as it is cached)
+            new_orders = store.version_rows("orders", version).persist()
             _write_line_keys(ctx, version, lines)
             event_times = (
                 lines.groupBy(F.col("_customer_id").alias("customer_id"))
@@ -243,6 +255,8 @@ def apply_version(
             )
             persisted.append(event_times)
             touched = event_times.select("customer_id")
+            orders = orders.unionByName(new_orders)
+            steps.done("orders")
         as_of = max(
             d
             for d in (
@@ -255,19 +269,24 @@ def apply_version(
         moved = as_of > dt.date.fromisoformat(previous.as_of_date)
         if touched is None and not moved:
             return previous
-        orders = store.state_table("orders", version)
-        if not moved:  # the same date: only the customers this batch touched change
-            orders = orders.join(F.broadcast(touched), "customer_id", "left_semi")
-        features = customer_features_from_orders(orders, as_of, ctx.cfg["cleaning"]["returns"])
+        if not moved:  # the same date: only the customers this batch touched change, their rows read once
+            orders = orders.join(F.broadcast(touched), "customer_id", "left_semi").persist()
+            persisted.append(orders)
+            orders.count()  # cached here: the features and the BTYD summary would each scan the rows first
+        # the scoring reads the features three times (scores, noise, segments)
+        features = customer_features_from_orders(orders, as_of, ctx.cfg["cleaning"]["returns"]).persist()
+        persisted.append(features)
         scored = _state_rows(model.assign(features), as_of, version).persist()
         persisted.append(scored)
         updated = scored.count()
+        steps.done("score")
         before = store.customer_state()
         changes = _segment_changes(ctx, scored, before, event_times, as_of, version, batch_id)
         store.stage(version, "segment_updates", changes)
         store.stage_customer_state(
             version, before.join(scored.select("customer_id"), "customer_id", "left_anti").unionByName(scored)
         )
+        steps.done("state")
         kind = "batch" if raw_df is not None else "tick"
         commit = Commit(
             version,
@@ -279,9 +298,13 @@ def apply_version(
         n_changes = store.staged_rows(version, "segment_updates")
         _stage_progress(ctx, commit, counts, started, updated, n_changes, batch_id)
         store.publish(commit)
+        steps.done("publish")
+        if new_orders is not None:
+            ctx.orders.add(version, new_orders)
+            new_orders = None
         log.info(
             "stream: version %d (%s%s): %d lines, %d accepted, rejects %s; %d customers updated, %d segment "
-            "changes; as of %s; %.1f s",
+            "changes; as of %s; %.1f s (%s)",
             version,
             kind,
             f" {batch_id}" if batch_id is not None else "",
@@ -292,11 +315,30 @@ def apply_version(
             n_changes,
             as_of,
             time.time() - started,
+            steps,
         )
         return commit
     finally:
         for df in persisted:
             df.unpersist()
+        if new_orders is not None:  # not committed: the memory keeps the previous version
+            new_orders.unpersist()
+
+
+class _Steps:
+    """How long each step of a version took, for its log line."""
+
+    def __init__(self) -> None:
+        self.mark = time.perf_counter()
+        self.took: dict[str, float] = {}
+
+    def done(self, step: str) -> None:
+        now = time.perf_counter()
+        self.took[step] = now - self.mark
+        self.mark = now
+
+    def __str__(self) -> str:
+        return ", ".join(f"{step} {s:.1f} s" for step, s in self.took.items())
 
 
 def _classify_batch(
@@ -309,11 +351,18 @@ def _classify_batch(
     persisted.append(classified)
     counts = _batch_counts(classified)
     if ctx.drop_duplicates and counts["dates"]:
-        seen = ctx.store.state_table("lines", previous.version, counts["dates"]).select(
-            *LINE_KEY, F.lit(True).alias("_seen")
+        # the fingerprints of the dates' earlier lines (they grow all day) are scanned once, not shuffled or
+        # broadcast: the batch's own fingerprints are the small side, and so are the ones found among them
+        # (each accepted line's fingerprint is stored once)
+        batch_keys = classified.filter(_accepted()).select(*LINE_KEY)
+        seen = (
+            ctx.store.state_table("lines", previous.version, counts["dates"])
+            .select(*LINE_KEY)
+            .join(F.broadcast(batch_keys), list(LINE_KEY), "left_semi")
+            .withColumn("_seen", F.lit(True))
         )
         classified = (
-            classified.join(seen, list(LINE_KEY), "left")
+            classified.join(F.broadcast(seen), list(LINE_KEY), "left")
             .withColumn(
                 "reject_reason",
                 F.when(_accepted() & F.col("_seen"), F.lit("duplicate")).otherwise(F.col("reject_reason")),
@@ -322,15 +371,18 @@ def _classify_batch(
             .persist()
         )
         persisted.append(classified)
+    # the lines per reason after the duplicate check: the reconciliation checks them against the input rows
+    # counted before it (a join that lost or doubled a line shows); counted first, so the rows are cached by
+    # every core before the rejects are written as one file (a single task would compute them all)
+    lines = {
+        r["reject_reason"]: int(r["n"])
+        for r in classified.groupBy("reject_reason").agg(F.sum("_lines").alias("n")).collect()
+    }
     ctx.store.stage(version, "rejects", rejects_table(each_line(classified), ctx.originals))
-    # the rejects as written (a few rows): the reasons after the duplicate check; the accepted lines counted
-    # from the cached rows, so the reconciliation checks the two against the batch's input rows
-    rejected = ctx.store.staged_counts(version, "rejects", "reject_reason")
-    accepted = classified.filter(_accepted()).agg(F.sum("_lines").alias("n")).first()["n"]
     return classified, {
         **counts,
-        "rejected": rejected,
-        "accepted_rows": int(accepted or 0),
+        "rejected": {reason: n for reason, n in lines.items() if reason is not None},
+        "accepted_rows": lines.get(None, 0),
         "earliest_file": _earliest_file(raw_df),
     }
 
