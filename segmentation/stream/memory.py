@@ -3,7 +3,7 @@ Parquet files again.
 
 Takes the store (`publish.stream_store`) and the order rows each committed version adds; hands
 `stream.version` the order rows as of a version: the rows of the version the stream started from, read once and
-cached by Spark, and each later version's rows, cached when the version computed them. Every `fold_every`
+cached by Spark, and each later version's rows, read back from the files it wrote and cached. Every `fold_every`
 versions the parts are folded into one cached frame, so the plans stay small. The store stays the truth: a new
 run, or a version the memory does not hold, reads the store again.
 """
